@@ -1,0 +1,1711 @@
+#!/usr/bin/env python3
+"""DCGAN faces: the PyTorch "DCGAN faces" tutorial as one training program.
+
+    python dcgan.py --dataroot data/celeba                    # train, step for step as the tutorial
+    python dcgan.py --dataroot data/celeba --resume           # continue an interrupted run exactly
+    python dcgan.py generate --checkpoint outputs/checkpoint.pt
+    python dcgan.py evaluate --checkpoint outputs/checkpoint.pt
+    torchrun --nproc_per_node 4 dcgan.py --dataroot data/celeba
+
+With default flags it builds the tutorial's models, draws the tutorial's random numbers in
+the tutorial's order and prints the tutorial's statistics lines. Everything else (the
+decode-once cache, checkpoints, DDP, metrics, other sizes) either changes no number or is a
+flag. The file reads top to bottom: configuration, data, models, training, checkpoints,
+figures, metrics, sampling, entry point.
+"""
+import argparse
+import copy
+import csv
+import datetime
+import functools
+import hashlib
+import json
+import math
+import os
+import pickle
+import random
+import signal
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.optim as optim
+import torch.utils.data
+import torchvision.datasets as dset
+import torchvision.transforms as transforms
+import torchvision.utils as vutils
+from PIL import Image
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+CHECKPOINT_FORMAT = "dcgan.py checkpoint"
+CHECKPOINT_VERSION = 1
+CACHE_VERSION = 1
+# Settings that define the models' shapes or the meaning of an iteration: a resumed run
+# cannot change them.
+FIXED_ON_RESUME = ("nz", "ngf", "ndf", "nc", "image_size", "batch_size")
+# Flags that steer one invocation only; a resumed run does not inherit them.
+PER_INVOCATION = ("resume", "max_iters", "download")
+CELEBA_HELP = ("get CelebA's img_align_celeba.zip from the official site "
+               "(mmlab.ie.cuhk.edu.hk/projects/CelebA.html) or the Kaggle mirror "
+               "(kaggle.com/datasets/jessicali9530/celeba-dataset), or try --download; "
+               "see data/README.md")
+
+
+class UserError(Exception):
+    """A problem the user can fix: main() prints it as one line and exits with status 2."""
+
+
+# ----------------------------------------------------------------------------------------
+# Configuration
+# ----------------------------------------------------------------------------------------
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as a UserError: one line, no usage block."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text}")
+    return value
+
+
+def non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 0, not {text}")
+    return value
+
+
+def positive_float(text):
+    value = float(text)
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def unit_interval(text):
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, not {text}")
+    return value
+
+
+def image_size(text):
+    value = int(text)
+    if value < 32 or value & (value - 1):
+        raise argparse.ArgumentTypeError(
+            f"{text} is not a size the DCGAN layers can make: use a power of two "
+            "of at least 32 (32, 64, 128, 256, ...)")
+    return value
+
+
+def get_args_parser():
+    """The training command's flags; each default is the tutorial's value."""
+    parser = ArgumentParser(
+        prog="dcgan.py", allow_abbrev=False,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train the DCGAN of the PyTorch 'DCGAN faces' tutorial. "
+                    "Other commands: 'dcgan.py generate --help', 'dcgan.py evaluate --help'. "
+                    "To train on several GPUs or machines, start it with torchrun "
+                    "(torchrun --nproc_per_node N dcgan.py ...); --ngpu is the tutorial's "
+                    "single-process nn.DataParallel.")
+    tutorial = parser.add_argument_group("the tutorial's hyperparameters")
+    tutorial.add_argument("--dataroot", default="data/celeba",
+                          help="images: DIR/img_align_celeba/*.jpg (the tutorial's "
+                               "layout), any ImageFolder, or a flat folder of images")
+    tutorial.add_argument("--workers", type=non_negative_int, default=2,
+                          help="processes that decode images")
+    tutorial.add_argument("--batch-size", type=positive_int, default=128,
+                          help="images per iteration (the global batch under torchrun)")
+    tutorial.add_argument("--image-size", type=image_size, default=64,
+                          help="side of the square training images: a power of two >= 32")
+    tutorial.add_argument("--nc", type=int, choices=(1, 3), default=3,
+                          help="colour channels: 3 for RGB, 1 for grayscale")
+    tutorial.add_argument("--nz", type=positive_int, default=100,
+                          help="length of the latent vector z")
+    tutorial.add_argument("--ngf", type=positive_int, default=64,
+                          help="feature maps in the generator")
+    tutorial.add_argument("--ndf", type=positive_int, default=64,
+                          help="feature maps in the discriminator")
+    tutorial.add_argument("--num-epochs", type=positive_int, default=5,
+                          help="passes over the dataset")
+    tutorial.add_argument("--lr", type=positive_float, default=0.0002,
+                          help="Adam learning rate of both networks")
+    tutorial.add_argument("--beta1", type=unit_interval, default=0.5,
+                          help="Adam beta1 of both networks")
+    tutorial.add_argument("--ngpu", type=non_negative_int, default=1,
+                          help="GPUs for nn.DataParallel; 0 trains on the CPU")
+    tutorial.add_argument("--seed", type=int, default=999, help="random seed")
+
+    run = parser.add_argument_group("the run")
+    run.add_argument("--outdir", default="outputs", help="where every output is written")
+    run.add_argument("--device", default="auto",
+                     help="auto (CUDA if available and --ngpu > 0, then MPS, then other "
+                          "accelerators, then CPU), cpu, cuda, cuda:1, mps, ...")
+    run.add_argument("--max-iters", type=positive_int, default=None,
+                     help="stop after this many iterations and still write every output")
+    run.add_argument("--log-every", type=positive_int, default=50,
+                     help="print the statistics line every this many batches of an epoch")
+    run.add_argument("--sample-every", type=positive_int, default=500,
+                     help="save a fixed-noise grid every this many iterations")
+    run.add_argument("--checkpoint-every", type=positive_int, default=None,
+                     help="write checkpoint.pt every this many iterations (default: "
+                          "--sample-every); also at each epoch's end, at the end and on "
+                          "Ctrl-C or SIGTERM")
+    run.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
+                     help="continue the run saved in CHECKPOINT (default: "
+                          "OUTDIR/checkpoint.pt) with its configuration; flags given "
+                          "here override what may change")
+    run.add_argument("--download", action="store_true",
+                     help="download CelebA into --dataroot with torchvision first")
+
+    speed = parser.add_argument_group("speed (none of these changes a number unless it says so)")
+    speed.add_argument("--no-cache", action="store_true",
+                       help="decode every JPEG in every epoch through DataLoader workers, "
+                            "as the tutorial does, instead of the decode-once cache")
+    speed.add_argument("--cache-dir", default=None,
+                       help="where the decode-once cache lives (default: "
+                            "$XDG_CACHE_HOME/dcgan-faces or ~/.cache/dcgan-faces)")
+    speed.add_argument("--amp", action="store_true",
+                       help="bf16 autocast on CUDA, with D's Sigmoid folded into "
+                            "BCEWithLogitsLoss (changes the numbers)")
+    speed.add_argument("--compile", action="store_true",
+                       help="torch.compile G and D (changes the numbers slightly)")
+    speed.add_argument("--channels-last", action="store_true",
+                       help="channels-last memory format (changes the numbers slightly)")
+
+    scale = parser.add_argument_group("scale (under torchrun)")
+    scale.add_argument("--sync-bn", action="store_true",
+                       help="BatchNorm statistics over the global batch (SyncBatchNorm)")
+
+    measure = parser.add_argument_group("measurement")
+    measure.add_argument("--eval-every", type=positive_int, default=None,
+                         help="every this many iterations and at the end, the sliced "
+                              "Wasserstein distance (SWD) of G's images to real ones")
+    measure.add_argument("--eval-samples", type=positive_int, default=2000,
+                         help="generated and real images per SWD evaluation")
+    measure.add_argument("--eval-dataroot", default=None,
+                         help="held-out real images for SWD (default: training images)")
+    measure.add_argument("--ema", type=unit_interval, default=None, metavar="DECAY",
+                         help="keep an exponential moving average of G's weights with "
+                              "this decay (0.999 is usual); figures, samples and SWD use it")
+    measure.add_argument("--tensorboard", action="store_true",
+                         help="also log to OUTDIR/tensorboard (needs the tensorboard package)")
+    return parser
+
+
+def get_subcommand_parser(command, description):
+    """The flags that generate and evaluate share: which generator, on which device."""
+    parser = ArgumentParser(prog=f"dcgan.py {command}", allow_abbrev=False,
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                            description=description)
+    parser.add_argument("--checkpoint", default="outputs/checkpoint.pt",
+                        help="checkpoint.pt (its EMA generator if it has one) or netG.pt")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps, ...")
+    return parser
+
+
+def get_generate_parser():
+    parser = get_subcommand_parser(
+        "generate", "Write images from a trained generator (checkpoint.pt or netG.pt); "
+                    "needs neither the dataset nor a GPU.")
+    parser.add_argument("--outdir", default=None,
+                        help="where to write (default: a samples/ folder beside the checkpoint)")
+    parser.add_argument("--num-samples", type=positive_int, default=64,
+                        help="how many images")
+    parser.add_argument("--seed", type=int, default=999, help="seed of the latent vectors")
+    parser.add_argument("--single-files", action="store_true",
+                        help="also write each image as its own PNG (for FID tools)")
+    parser.add_argument("--interpolate", action="store_true",
+                        help="instead, walk the latent space: --rows rows that morph "
+                             "from one face to another in --steps steps (slerp)")
+    parser.add_argument("--rows", type=positive_int, default=8, help="rows of the walk")
+    parser.add_argument("--steps", type=at_least_two, default=10, help="images per row")
+    parser.add_argument("--batch-size", type=positive_int, default=256,
+                        help="images generated at once")
+    return parser
+
+
+def at_least_two(text):
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2, not {text}")
+    return value
+
+
+def get_evaluate_parser():
+    parser = get_subcommand_parser(
+        "evaluate", "Print the sliced Wasserstein distance (SWD) between a trained "
+                    "generator's images and real ones, beside the real-vs-real floor.")
+    parser.add_argument("--dataroot", default=None,
+                        help="real images (default: the checkpoint's --dataroot)")
+    parser.add_argument("--eval-dataroot", default=None,
+                        help="held-out real images (default: the checkpoint's, if any)")
+    parser.add_argument("--eval-samples", type=positive_int, default=None,
+                        help="images per set (default: the checkpoint's, else 2000)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed (default: the checkpoint's, so numbers match training's)")
+    parser.add_argument("--workers", type=non_negative_int, default=2,
+                        help="processes that decode images")
+    parser.add_argument("--cache-dir", default=None, help="as in training")
+    return parser
+
+
+def parse_train_args(argv):
+    """Parses the training flags; returns (args, given), given holding the flags typed."""
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    # argparse leaves an attribute that is already set alone unless the flag is given, so
+    # a namespace of sentinels tells typed flags from defaults.
+    unset = object()
+    probe = parser.parse_args(argv, namespace=argparse.Namespace(**{k: unset for k in vars(args)}))
+    given = {k: v for k, v in vars(probe).items() if v is not unset}
+    return args, given
+
+
+def resolve_resume(args, given):
+    """Turns --resume into the checkpoint's configuration with the allowed overrides.
+
+    Returns (args, checkpoint) where checkpoint is the loaded dict, or None for a new run.
+    """
+    if args.resume is None:
+        return args, None
+    outdir = args.outdir if "outdir" in given else None
+    path = args.resume or os.path.join(args.outdir, "checkpoint.pt")
+    checkpoint = load_checkpoint(path, "cpu", flag="--resume")
+    if checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"--resume {path}: this file holds only network weights; resume "
+                        "needs the checkpoint.pt that training writes beside it")
+    saved = vars(get_args_parser().parse_args([]))
+    saved.update({k: v for k, v in checkpoint["config"].items() if k in saved})
+    fixed = [f"--{k.replace('_', '-')} {saved[k]} -> {given[k]}"
+             for k in FIXED_ON_RESUME if k in given and given[k] != saved[k]]
+    if fixed:
+        raise UserError(f"--resume {path}: the run was trained with other settings, which "
+                        f"cannot change on resume: {', '.join(fixed)}; drop these flags, or "
+                        "start a new run in another --outdir")
+    changed = [f"--{k.replace('_', '-')} {saved[k]} -> {v}" for k, v in given.items()
+               if k not in PER_INVOCATION and k != "outdir" and v != saved[k]]
+    saved.update(given)
+    for key in PER_INVOCATION:
+        saved[key] = given.get(key)
+    saved["resume"] = path
+    saved["outdir"] = outdir or os.path.dirname(os.path.abspath(path))
+    if changed:
+        print(f"Resuming with changed settings: {', '.join(changed)}")
+    return argparse.Namespace(**saved), checkpoint
+
+
+def pick_device(requested, ngpu=1, local_rank=None):
+    """The tutorial's rule, extended: CUDA if available and ngpu > 0, then MPS, then any
+    other accelerator torch exposes, then CPU. `requested` overrides unless it is 'auto'."""
+    if requested == "auto":
+        if ngpu > 0 and torch.cuda.is_available():
+            return torch.device("cuda", local_rank or 0)
+        if ngpu > 0 and torch.backends.mps.is_available():
+            return torch.device("mps")
+        accelerator = getattr(torch, "accelerator", None)
+        if ngpu > 0 and accelerator is not None and accelerator.is_available():
+            return accelerator.current_accelerator()
+        return torch.device("cpu")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise UserError(f"--device {requested}: not a device name; use auto, cpu, cuda, "
+                        "cuda:N or mps") from None
+    available = (device.type == "cpu"
+                 or (device.type == "cuda" and torch.cuda.is_available()
+                     and (device.index or 0) < torch.cuda.device_count())
+                 or (device.type == "mps" and torch.backends.mps.is_available())
+                 or (device.type not in ("cuda", "mps")
+                     and getattr(torch, device.type, None) is not None
+                     and getattr(torch, device.type).is_available()))
+    if not available:
+        raise UserError(f"--device {requested}: this machine has no such device "
+                        f"(torch {torch.__version__}); use --device auto or cpu")
+    if device.type == "cuda" and local_rank is not None:
+        device = torch.device("cuda", local_rank)
+    return device
+
+
+def setup_distributed(args):
+    """Joins the torchrun job if there is one; returns (rank, world_size, device).
+
+    NCCL on CUDA, Gloo elsewhere. The timeout makes a rank that died or hangs end the
+    whole job with an error instead of a silent wait; torchrun stops the other ranks.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1, pick_device(args.device, args.ngpu)
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    if args.ngpu > 1:
+        raise UserError("--ngpu > 1 (nn.DataParallel) cannot run under torchrun, which "
+                        "already gives each GPU its own process; drop --ngpu")
+    if args.batch_size % world_size:
+        raise UserError(f"--batch-size {args.batch_size} cannot be split evenly over "
+                        f"{world_size} processes; use a multiple of {world_size}")
+    device = pick_device(args.device, args.ngpu, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                            timeout=datetime.timedelta(minutes=30))
+    return rank, world_size, device
+
+
+def print_config(args, device, world_size):
+    print("Configuration:")
+    for key, value in vars(args).items():
+        print(f"  {key}: {value}")
+    print(f"  (device: {device}, processes: {world_size}, torch {torch.__version__})")
+
+
+# ----------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------
+
+def load_image(path, mode):
+    """torchvision's PIL loader, converting to `mode` ('RGB' or 'L')."""
+    with open(path, "rb") as f:
+        return Image.open(f).convert(mode)
+
+
+class FaceImages(dset.ImageFolder):
+    """The tutorial's ImageFolder and transform, with three additions: a flat folder of
+    images works too, images are converted to `nc` channels, and an unreadable image
+    yields None (reported on stderr) instead of ending a ten-hour run."""
+
+    def __init__(self, root, image_size=64, nc=3):
+        self.is_flat = any(entry.is_file() and dset.folder.has_file_allowed_extension(
+            entry.name, dset.folder.IMG_EXTENSIONS) for entry in os.scandir(root))
+        self.resize_crop = transforms.Compose([
+            transforms.Resize(image_size),
+            transforms.CenterCrop(image_size),
+        ])
+        super().__init__(
+            root, allow_empty=True,
+            loader=functools.partial(load_image, mode="L" if nc == 1 else "RGB"),
+            transform=transforms.Compose([
+                *self.resize_crop.transforms,
+                transforms.ToTensor(),
+                transforms.Normalize((0.5,) * nc, (0.5,) * nc),
+            ]))
+
+    def find_classes(self, directory):
+        # A flat folder is one class whose folder is the root itself.
+        return ([""], {"": 0}) if self.is_flat else super().find_classes(directory)
+
+    def _open(self, index):
+        path = self.samples[index][0]
+        try:
+            image = self.loader(path)
+            image.load()
+            return image
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+            print(f"warning: skipping unreadable image {path}: {error}", file=sys.stderr)
+            return None
+
+    def __getitem__(self, index):
+        """The tutorial's normalised CHW float tensor, or None if unreadable."""
+        image = self._open(index)
+        return None if image is None else self.transform(image)
+
+    def pixels(self, index):
+        """The image after Resize and CenterCrop as a CHW uint8 array, or None."""
+        image = self._open(index)
+        if image is None:
+            return None
+        array = np.asarray(self.resize_crop(image), dtype=np.uint8)
+        return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+class PixelView(torch.utils.data.Dataset):
+    """FaceImages.pixels as a dataset, so that DataLoader workers can decode in parallel."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return index, self.images.pixels(index)
+
+
+def stack_readable(batch):
+    """collate_fn that drops unreadable images (None)."""
+    batch = [item for item in batch if item is not None]
+    return torch.stack(batch) if batch else None
+
+
+def stack_pixels(batch):
+    batch = [(i, p) for i, p in batch if p is not None]
+    return [i for i, _ in batch], np.stack([p for _, p in batch]) if batch else None
+
+
+def ignore_interrupts(worker_id):
+    """worker_init_fn: Ctrl-C and SIGTERM are the main process's to handle, so that it can
+    write a checkpoint before the workers go."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def make_dataset(dataroot, image_size=64, nc=3, flag="--dataroot"):
+    """Turns a folder into FaceImages, or explains in one line what is wrong with it."""
+    if not os.path.exists(dataroot):
+        raise UserError(f"{flag} {dataroot}: no such folder; {CELEBA_HELP}, and unzip it so "
+                        f"that {os.path.join(dataroot, 'img_align_celeba', '000001.jpg')} exists")
+    if not os.path.isdir(dataroot):
+        raise UserError(f"{flag} {dataroot}: is a file, not a folder; give the folder that "
+                        "holds img_align_celeba/ (or the images themselves)")
+    try:
+        dataset = FaceImages(dataroot, image_size, nc)
+    except FileNotFoundError:  # ImageFolder: a root with neither images nor subfolders
+        dataset = []
+    except PermissionError as error:
+        raise UserError(f"{flag} {dataroot}: cannot be read ({error.strerror})") from None
+    if len(dataset) == 0:
+        raise UserError(f"{flag} {dataroot}: holds no images "
+                        f"({', '.join(dset.folder.IMG_EXTENSIONS[:4])}, ...); expected "
+                        f"{os.path.join(dataroot, 'img_align_celeba', '*.jpg')} or a folder "
+                        f"of images; {CELEBA_HELP}")
+    return dataset
+
+
+def download_celeba(dataroot):
+    """Fetches CelebA with torchvision into dataroot/img_align_celeba (the tutorial's
+    layout). Its Google Drive mirror often refuses (quota), so every failure ends in the
+    manual steps."""
+    parent, name = os.path.split(os.path.abspath(dataroot))
+    if name != "celeba":
+        raise UserError(f"--download saves CelebA into a folder named celeba (torchvision's "
+                        f"layout); use --dataroot {os.path.join(parent, 'celeba')}")
+    if os.path.isdir(os.path.join(dataroot, "img_align_celeba")):
+        return
+    print(f"Downloading CelebA into {dataroot} (1.4 GB) ...")
+    try:
+        dset.CelebA(root=parent, split="all", target_type=[], download=True)
+    except Exception as error:  # any failure of the mirror ends in the manual route
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"--download failed ({reason}): the mirror often refuses (quota); "
+                        f"{CELEBA_HELP.replace(', or try --download', '')}, and unzip it "
+                        f"into {dataroot}") from None
+
+
+def decode_images(images, indices, workers, desc):
+    """Decodes images[indices] to (kept indices, uint8 array N x C x H x W) with
+    DataLoader workers; unreadable images are left out (and reported by FaceImages)."""
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(PixelView(images), indices), batch_size=256,
+        num_workers=workers, collate_fn=stack_pixels, worker_init_fn=ignore_interrupts,
+        # A generator of its own, so that decoding draws nothing from the tutorial's stream.
+        generator=torch.Generator())
+    kept, arrays = [], []
+    for batch_indices, batch in tqdm(loader, desc=desc, unit_scale=256, unit="img",
+                                     leave=False, disable=None):
+        if batch is not None:
+            kept += batch_indices
+            arrays.append(batch)
+    if not arrays:
+        raise UserError(f"--dataroot {images.root}: none of its {len(images)} images "
+                        "could be read")
+    return kept, np.concatenate(arrays)
+
+
+def default_cache_dir():
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "dcgan-faces")
+
+
+def cache_key(images, image_size, nc):
+    """A digest of the file list (names, sizes, modification times) and the transform, so
+    that a changed dataset is decoded again, never silently reused."""
+    digest = hashlib.sha256(f"{CACHE_VERSION} {image_size} {nc} {images.resize_crop}".encode())
+    for path, _ in images.samples:
+        st = os.stat(path)
+        digest.update(f"\0{os.path.relpath(path, images.root)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return digest.hexdigest()[:20]
+
+
+def load_pixel_cache(images, image_size, nc, cache_dir, workers, build=True):
+    """The whole dataset after Resize and CenterCrop as one uint8 tensor, decoded once and
+    kept in a cache file that later runs reuse. Returns None when build is False and the
+    file does not exist yet (the other ranks of a torchrun job wait for rank 0)."""
+    key = cache_key(images, image_size, nc)
+    path = os.path.join(cache_dir, f"faces-{len(images)}-{nc}x{image_size}-{key}.npy")
+    if not os.path.exists(path):
+        if not build:
+            return None
+        start = time.time()
+        kept, pixels = decode_images(images, list(range(len(images))), workers,
+                                     desc="decoding images once")
+        skipped = [images.samples[i][0] for i in sorted(set(range(len(images))) - set(kept))]
+        try:
+            os.makedirs(cache_dir, exist_ok=True)
+            # The .npy comes last: its existence says the cache is complete.
+            atomic_write(path + ".json", lambda f: f.write(json.dumps(
+                {"root": os.path.abspath(images.root), "images": len(images),
+                 "skipped": skipped}, indent=1).encode()))
+            atomic_write(path, lambda f: np.save(f, pixels))
+        except OSError as error:
+            raise UserError(f"--cache-dir {cache_dir}: cannot write the image cache "
+                            f"({error.strerror}); give a writable --cache-dir, or --no-cache") from None
+        print(f"Decoded {len(kept)} images once in {time.time() - start:.1f} s into {path}"
+              + (f" ({len(skipped)} unreadable skipped)" if skipped else ""))
+    else:
+        info_path = path + ".json"
+        with open(info_path) as f:
+            skipped = json.load(f)["skipped"]
+        if skipped:
+            print(f"warning: {len(skipped)} unreadable images are left out "
+                  f"(listed in {info_path})", file=sys.stderr)
+    return torch.from_numpy(np.load(path))
+
+
+class Batches:
+    """Training batches, in the tutorial's shuffle order, as normalised tensors on the
+    device, whether the pixels come from the decode-once cache or from ImageFolder workers.
+
+    The shuffle is drawn by a DataLoader over the image indices, which makes exactly the
+    random draws of the tutorial's DataLoader; under torchrun a DistributedSampler gives
+    each rank its disjoint share, per-rank batch = batch_size / world_size.
+    """
+
+    def __init__(self, images, pixels, batch_size, workers, device, rank=0, world_size=1,
+                 seed=0, channels_last=False):
+        self.images, self.workers, self.device = images, workers, device
+        self.channels_last = channels_last
+        count = len(images) if pixels is None else len(pixels)
+        self.sampler = (torch.utils.data.DistributedSampler(
+            range(count), num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+            if world_size > 1 else None)
+        self.index_loader = torch.utils.data.DataLoader(
+            range(count), batch_size=batch_size // world_size,
+            shuffle=self.sampler is None, sampler=self.sampler)
+        self.normalize = images.transform.transforms[-1]  # the tutorial's Normalize
+        self.pixels = pixels
+        if pixels is not None and device.type == "cuda" and fits_on_gpu(pixels, device):
+            self.pixels = pixels.to(device)  # the whole dataset on the GPU: no host copies
+
+    def __len__(self):
+        return len(self.index_loader)
+
+    def epoch(self, epoch, start=0):
+        """The batches of one epoch from batch `start` on. The shuffle's random draws
+        happen here, at once, as when the tutorial's loop starts an epoch."""
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        return self._load(list(self.index_loader)[start:])
+
+    def first(self):
+        """One batch, drawn as the tutorial's next(iter(dataloader)) draws it."""
+        return next(self._load([next(iter(self.index_loader))]))
+
+    def _load(self, index_batches):
+        if self.pixels is None:
+            yield from self._decode(index_batches)
+            return
+        if self.pixels.device.type != "cpu" and index_batches:
+            # One host-to-device copy of the epoch's indices instead of one per batch.
+            sizes = [len(b) for b in index_batches]
+            index_batches = torch.cat(index_batches).to(self.pixels.device).split(sizes)
+        for indices in index_batches:
+            batch = self.pixels[indices]
+            if batch.device != self.device:
+                batch = batch.pin_memory() if self.device.type == "cuda" else batch
+                batch = batch.to(self.device, non_blocking=True)
+            yield self._finish(self.normalize(batch.float().div(255)))
+
+    def _decode(self, index_batches):
+        loader = torch.utils.data.DataLoader(
+            self.images, batch_sampler=[b.tolist() for b in index_batches],
+            num_workers=self.workers, collate_fn=stack_readable,
+            pin_memory=self.device.type == "cuda", worker_init_fn=ignore_interrupts,
+            generator=torch.Generator())
+        for batch in loader:
+            if batch is not None:
+                yield self._finish(batch.to(self.device, non_blocking=True))
+
+    def _finish(self, batch):
+        return batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
+
+
+def fits_on_gpu(tensor, device):
+    free, _ = torch.cuda.mem_get_info(device)
+    return tensor.numel() * tensor.element_size() < 0.5 * free
+
+
+# ----------------------------------------------------------------------------------------
+# Models
+# ----------------------------------------------------------------------------------------
+
+# custom weights initialization called on netG and netD (the tutorial's, verbatim)
+def weights_init(m):
+    classname = m.__class__.__name__
+    if classname.find('Conv') != -1:
+        nn.init.normal_(m.weight.data, 0.0, 0.02)
+    elif classname.find('BatchNorm') != -1:
+        nn.init.normal_(m.weight.data, 1.0, 0.02)
+        nn.init.constant_(m.bias.data, 0)
+
+
+class Generator(nn.Module):
+    """z (nz x 1 x 1) -> image (nc x image_size x image_size) in [-1, 1].
+
+    At 64 px this is the tutorial's generator, layer for layer: a 4x4 block with ngf*8
+    feature maps, three blocks that each double the size and halve the maps, and the
+    output layer. Each doubling of image_size adds one block (and doubles the maps at 4x4).
+    """
+
+    def __init__(self, nz=100, ngf=64, nc=3, image_size=64):
+        super().__init__()
+        mult = image_size // 8
+        layers = [
+            # input is Z, going into a convolution; state size. (ngf*mult) x 4 x 4
+            nn.ConvTranspose2d(nz, ngf * mult, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(ngf * mult),
+            nn.ReLU(True),
+        ]
+        while mult > 1:  # state size doubles, feature maps halve
+            layers += [
+                nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(ngf * mult // 2),
+                nn.ReLU(True),
+            ]
+            mult //= 2
+        layers += [
+            # state size. (ngf) x image_size/2 x image_size/2
+            nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False),
+            nn.Tanh(),
+            # state size. (nc) x image_size x image_size
+        ]
+        self.main = nn.Sequential(*layers)
+        self.nz, self.nc, self.image_size = nz, nc, image_size
+
+    def forward(self, input):
+        return self.main(input)
+
+
+class Discriminator(nn.Module):
+    """image (nc x image_size x image_size) -> probability that it is real.
+
+    At 64 px this is the tutorial's discriminator, layer for layer; each doubling of
+    image_size adds one stride-2 block.
+    """
+
+    def __init__(self, nc=3, ndf=64, image_size=64):
+        super().__init__()
+        layers = [
+            # input is (nc) x image_size x image_size
+            nn.Conv2d(nc, ndf, 4, 2, 1, bias=False),
+            nn.LeakyReLU(0.2, inplace=True),
+        ]
+        mult, size = 1, image_size // 2
+        while size > 4:  # state size halves, feature maps double
+            layers += [
+                nn.Conv2d(ndf * mult, ndf * mult * 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(ndf * mult * 2),
+                nn.LeakyReLU(0.2, inplace=True),
+            ]
+            mult, size = mult * 2, size // 2
+        layers += [
+            # state size. (ndf*mult) x 4 x 4
+            nn.Conv2d(ndf * mult, 1, 4, 1, 0, bias=False),
+            nn.Sigmoid(),
+        ]
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, input):
+        return self.main(input)
+
+
+def build_models(args, device):
+    """Creates and initialises G, then D, in the tutorial's order (their random draws
+    are part of the reproduction)."""
+    netG = Generator(args.nz, args.ngf, args.nc, args.image_size).to(device)
+    netG.apply(weights_init)
+    netD = Discriminator(args.nc, args.ndf, args.image_size).to(device)
+    netD.apply(weights_init)
+    return netG, netD
+
+
+class Autocast(nn.Module):
+    """Runs a network under bf16 autocast and returns float32. For D it returns logits:
+    its final Sigmoid moves into BCEWithLogitsLoss, the same function, computed stably."""
+
+    def __init__(self, model, device_type, logits=False):
+        super().__init__()
+        self.net = model.main[:-1] if logits else model  # shares the model's parameters
+        self.device_type = device_type
+
+    def forward(self, input):
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            return self.net(input).float()
+
+
+def amp_supported(device):
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def prepare_for_training(model, args, device, world_size, logits=False):
+    """Wraps a network for speed and scale (each wrapper only when asked): channels-last,
+    SyncBatchNorm, bf16 autocast, torch.compile, then nn.DataParallel (--ngpu, the
+    tutorial's) or DistributedDataParallel (torchrun). The unwrapped model keeps the
+    parameters, the state dict and the tutorial's layout."""
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if args.sync_bn and world_size > 1:
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces layers in place
+    net = Autocast(model, device.type, logits) if args.amp and amp_supported(device) else model
+    if args.compile:
+        net = torch.compile(net)
+    if world_size > 1:
+        net = DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
+    elif device.type == "cuda" and args.ngpu > 1:
+        net = nn.DataParallel(net, list(range(args.ngpu)))
+    return net
+
+
+@torch.no_grad()
+def update_ema(ema, model, decay):
+    """ema <- decay * ema + (1 - decay) * model for weights; BatchNorm buffers copied."""
+    for averaged, current in zip(ema.parameters(), model.parameters()):
+        averaged.lerp_(current, 1 - decay)
+    for averaged, current in zip(ema.buffers(), model.buffers()):
+        averaged.copy_(current)
+
+
+def count_parameters(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------
+
+# Establish convention for real and fake labels during training (floats: BCELoss needs them)
+REAL_LABEL = 1.
+FAKE_LABEL = 0.
+
+
+def train_step(netG, netD, optimizerG, optimizerD, criterion, real, nz, logits=False):
+    """One iteration of the tutorial's loop: part (1) updates D, part (2) updates G.
+    With logits=True, D returns logits and criterion is BCEWithLogitsLoss (--amp).
+    Returns the tutorial's statistics as one tensor on the device: Loss_D, Loss_G, D(x),
+    D(G(z)) before and after D's step."""
+    # Generate batch of latent vectors (the tutorial draws it after D's all-real pass;
+    # nothing in between draws a random number, so the numbers are the same)
+    noise = torch.randn(real.size(0), nz, 1, 1, device=real.device)
+    fake, errD, D_x, D_G_z1 = d_step(netG, netD, optimizerD, criterion, real, noise, logits)
+    errG, D_G_z2 = g_step(netG, netD, optimizerG, criterion, fake, logits)
+    return torch.stack([errD, errG, D_x, D_G_z1, D_G_z2]).detach()
+
+
+def d_step(netG, netD, optimizerD, criterion, real, noise, logits=False):
+    """(1) Update D network: maximize log(D(x)) + log(1 - D(G(z)))."""
+    ## Train with all-real batch
+    netD.zero_grad(set_to_none=True)
+    b_size = real.size(0)
+    label = torch.full((b_size,), REAL_LABEL, dtype=torch.float, device=real.device)
+    # Forward pass real batch through D
+    output = netD(real).view(-1)
+    # Calculate loss on all-real batch
+    errD_real = criterion(output, label)
+    # Calculate gradients for D in backward pass
+    errD_real.backward()
+    D_x = mean_probability(output, logits)
+
+    ## Train with all-fake batch
+    # Generate fake image batch with G
+    fake = netG(noise)
+    label.fill_(FAKE_LABEL)
+    # Classify all fake batch with D
+    output = netD(fake.detach()).view(-1)
+    # Calculate D's loss on the all-fake batch
+    errD_fake = criterion(output, label)
+    # Calculate the gradients for this batch, accumulated (summed) with previous gradients
+    errD_fake.backward()
+    D_G_z1 = mean_probability(output, logits)
+    # Compute error of D as sum over the fake and the real batches
+    errD = errD_real + errD_fake
+    # Update D
+    optimizerD.step()
+    return fake, errD, D_x, D_G_z1
+
+
+def g_step(netG, netD, optimizerG, criterion, fake, logits=False):
+    """(2) Update G network: maximize log(D(G(z)))."""
+    netG.zero_grad(set_to_none=True)
+    label = torch.full((fake.size(0),), REAL_LABEL, dtype=torch.float, device=fake.device)  # fake labels are real for generator cost
+    # The tutorial also back-propagates into D's weights here and throws those gradients
+    # away at D's next zero_grad; freezing D skips that work and changes no number. DDP
+    # must not see this forward (its parameters get no gradient), so it gets the module.
+    frozen_D = netD.module if isinstance(netD, DistributedDataParallel) else netD
+    frozen_D.requires_grad_(False)
+    # Since we just updated D, perform another forward pass of all-fake batch through D
+    output = frozen_D(fake).view(-1)
+    # Calculate G's loss based on this output
+    errG = criterion(output, label)
+    # Calculate gradients for G
+    errG.backward()
+    frozen_D.requires_grad_(True)
+    D_G_z2 = mean_probability(output, logits)
+    # Update G
+    optimizerG.step()
+    return errG, D_G_z2
+
+
+def mean_probability(output, logits):
+    return (output.sigmoid() if logits else output).mean()
+
+
+def stats_line(epoch, num_epochs, i, num_batches, stats):
+    """The tutorial's statistics line, to the letter."""
+    return ('[%d/%d][%d/%d]\tLoss_D: %.4f\tLoss_G: %.4f\tD(x): %.4f\tD(G(z)): %.4f / %.4f'
+            % (epoch, num_epochs, i, num_batches, *stats))
+
+
+METRICS_COLUMNS = ["epoch", "iteration", "Loss_D", "Loss_G", "D_x", "D_G_z1", "D_G_z2", "seconds"]
+
+
+class Metrics:
+    """The per-iteration statistics. They stay on the device until flush(), which brings a
+    block to the host with one synchronisation, checks it is finite, and appends it to
+    metrics.csv (when this process writes)."""
+
+    def __init__(self, path, rows=(), write=True):
+        self.path, self.write = path, write
+        self.rows = [list(row) for row in rows]
+        self.pending = []
+        if write:  # rewrite from the checkpoint's rows: a resumed run drops later ones
+            atomic_write(path, lambda f: f.write(self._csv([METRICS_COLUMNS] + self.rows).encode()))
+
+    def record(self, epoch, iteration, stats, seconds):
+        self.pending.append((epoch, iteration, stats, seconds))
+
+    def flush(self):
+        """Returns the new rows; raises UserError at the first non-finite one."""
+        if not self.pending:
+            return []
+        values = torch.stack([stats for _, _, stats, _ in self.pending]).tolist()
+        new = [[epoch, iteration, *v, round(seconds, 3)]
+               for (epoch, iteration, _, seconds), v in zip(self.pending, values)]
+        self.pending = []
+        for row in new:
+            if not all(math.isfinite(x) for x in row[2:7]):
+                raise Diverged(row[1], row)
+        self.rows += new
+        if self.write:
+            with open(self.path, "a", newline="") as f:
+                f.write(self._csv(new))
+        return new
+
+    @staticmethod
+    def _csv(rows):
+        return "".join(",".join(str(x) for x in row) + "\n" for row in rows)
+
+
+class Diverged(UserError):
+    def __init__(self, iteration, row):
+        super().__init__(iteration)
+        self.iteration, self.row = iteration, row
+
+
+def fixed_noise_grid(netG, fixed_noise):
+    """The tutorial's fixed-noise grid (G in training mode, as the tutorial calls it),
+    as a uint8 CHW tensor on the CPU."""
+    with torch.no_grad():
+        fake = netG(fixed_noise).detach().cpu()
+    return to_uint8(vutils.make_grid(fake.float(), padding=2, normalize=True))
+
+
+def to_uint8(grid):
+    return grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+
+
+class StopRequest:
+    """Turns Ctrl-C and SIGTERM into a flag that the loop checks after each iteration, so
+    that the run can write a checkpoint and say how to resume."""
+
+    def __init__(self):
+        self.signum = None
+        self.stopping = False
+
+    def agree(self, world_size, device):
+        """Sets `stopping` when this process (or, under torchrun, any rank) got a signal."""
+        if world_size == 1:
+            self.stopping = self.signum is not None
+            return
+        signum = torch.tensor(self.signum or 0, device=device)
+        dist.all_reduce(signum, op=dist.ReduceOp.MAX)
+        self.signum = int(signum.item()) or None
+        self.stopping = self.signum is not None
+
+    def __enter__(self):
+        self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def handle(self, signum, frame):
+        if self.signum is not None:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+def check_outdir(outdir, resuming):
+    """Creates the output folder and proves it writable before any work starts, and
+    refuses to start a new run over an earlier run's checkpoint."""
+    try:
+        os.makedirs(os.path.join(outdir, "progress"), exist_ok=True)
+        with tempfile.TemporaryFile(dir=outdir):
+            pass
+    except OSError as error:
+        raise UserError(f"--outdir {outdir}: cannot write there ({error.strerror}); "
+                        "choose a writable folder") from None
+    existing = os.path.join(outdir, "checkpoint.pt")
+    if not resuming and os.path.exists(existing):
+        raise UserError(f"--outdir {outdir}: holds the checkpoint of an earlier run; "
+                        "continue it with --resume, or start afresh in another --outdir "
+                        f"(or after deleting {existing})")
+
+
+def train(args, checkpoint=None):
+    """The tutorial's program: data, models, the training loop and its figures.
+    Returns the exit status (0, or 128 + signal number when stopped by a signal)."""
+    rank, world_size, device = setup_distributed(args)
+    writes = rank == 0  # only rank 0 prints, draws figures and writes files
+    out = functools.partial(os.path.join, args.outdir)
+    log = print if writes else (lambda *a, **k: None)
+    if args.checkpoint_every is None:
+        args.checkpoint_every = args.sample_every
+    if args.cache_dir is None:
+        args.cache_dir = default_cache_dir()
+    use_amp = args.amp and amp_supported(device)
+    if args.amp and not use_amp:
+        log(f"note: --amp uses bf16 autocast on CUDA only; training in float32 on {device}")
+    if args.sync_bn and world_size == 1:
+        log("note: --sync-bn matters only under torchrun with several processes")
+    tensorboard = None
+    if writes:
+        check_outdir(args.outdir, resuming=checkpoint is not None)
+        if args.tensorboard:
+            tensorboard = open_tensorboard(out("tensorboard"))
+        print_config(args, device, world_size)
+        atomic_write(out("config.json"), lambda f: f.write(json.dumps(vars(args), indent=2).encode()))
+
+    # Set random seed for reproducibility (one stream per rank: their noise must differ)
+    log("Random Seed: ", args.seed)
+    random.seed(args.seed)
+    torch.manual_seed(args.seed + rank)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    # Data
+    if args.download and writes:
+        download_celeba(args.dataroot)
+    barrier(world_size)
+    images = make_dataset(args.dataroot, args.image_size, args.nc)
+    pixels = None
+    if not args.no_cache:
+        pixels = load_pixel_cache(images, args.image_size, args.nc, args.cache_dir,
+                                  args.workers, build=writes)
+        barrier(world_size)
+        if pixels is None:
+            pixels = load_pixel_cache(images, args.image_size, args.nc, args.cache_dir,
+                                      args.workers)
+    batches = Batches(images, pixels, args.batch_size, args.workers, device, rank,
+                      world_size, args.seed, args.channels_last)
+    # Plot some training images
+    real_batch = batches.first()
+    if writes:
+        save_training_images(real_batch, out("training_images.png"))
+
+    # Models, loss, fixed noise, optimizers: the tutorial's order of random draws
+    netG, netD = build_models(args, device)
+    log(netG)
+    log(netD)
+    criterion = nn.BCEWithLogitsLoss() if use_amp else nn.BCELoss()
+    # Create batch of latent vectors that we will use to visualize the progression of the generator
+    fixed_noise = torch.randn(64, args.nz, 1, 1, device=device)
+    if world_size > 1:  # every rank draws the grids (SyncBatchNorm needs them all): same noise
+        dist.broadcast(fixed_noise, 0)
+    optimizerD = optim.Adam(netD.parameters(), lr=args.lr, betas=(args.beta1, 0.999))
+    optimizerG = optim.Adam(netG.parameters(), lr=args.lr, betas=(args.beta1, 0.999))
+    ema = copy.deepcopy(netG).requires_grad_(False) if args.ema is not None else None
+
+    state = {"epoch": 0, "batch_in_epoch": 0, "iteration": 0, "rows": [], "grids": [],
+             "evals": [], "elapsed": 0.0}
+    if checkpoint is not None:
+        state = restore_training(checkpoint, args, device, netG, netD, optimizerG,
+                                 optimizerD, ema, fixed_noise, len(batches), world_size, rank, log)
+    trainG = prepare_for_training(netG, args, device, world_size)
+    trainD = prepare_for_training(netD, args, device, world_size, logits=use_amp)
+    sampleG = ema if ema is not None else netG  # figures, samples and SWD use this G
+
+    evaluator = None
+    if args.eval_every and writes:
+        evaluator = SWDEvaluator(images, pixels, args, device, log)
+    metrics = Metrics(out("metrics.csv"), state["rows"], write=writes)
+    grids, evals = state["grids"], state["evals"]
+    if writes:
+        write_eval_csv(out("eval.csv"), evals)
+
+    num_batches = len(batches)
+    total = args.num_epochs * num_batches
+    last_iteration = min(total, args.max_iters or total) - 1
+    iters, start_epoch, start_batch = state["iteration"], state["epoch"], state["batch_in_epoch"]
+    if iters > last_iteration:
+        log(f"Nothing to train: the run already has {iters} iterations; raise --num-epochs "
+            "or --max-iters to train longer")
+    epoch_rng = state.get("epoch_rng")
+    started, elapsed_before = time.time(), state["elapsed"]
+    status = 0
+    # Training Loop
+    log("Starting Training Loop...")
+    bar = tqdm(total=total, initial=iters, unit="img", unit_scale=args.batch_size,
+               dynamic_ncols=True, disable=None if writes else True)
+    with StopRequest() as stop:
+        try:
+            for epoch in range(start_epoch, args.num_epochs):
+                if iters > last_iteration:
+                    break
+                # The epoch's shuffle: on resume, redrawn from the epoch's saved RNG state.
+                if epoch_rng is not None:
+                    torch.set_rng_state(epoch_rng)
+                epoch_rng = torch.get_rng_state()
+                data = batches.epoch(epoch, start_batch)
+                if state.get("rng") is not None:  # resumed mid-epoch: continue its streams
+                    set_rng_states(state.pop("rng"))
+                epoch_start, epoch_iters = time.time(), 0
+                for i, real in enumerate(data, start_batch):
+                    try:
+                        stats = train_step(trainG, trainD, optimizerG, optimizerD, criterion,
+                                           real, args.nz, logits=use_amp)
+                    except RuntimeError as error:
+                        if "between 0 and 1" not in str(error):
+                            raise
+                        raise Diverged(iters, None) from None  # BCELoss refused a NaN output
+                    if ema is not None:
+                        update_ema(ema, netG, args.ema)
+                    metrics.record(epoch, iters, stats, elapsed_before + time.time() - started)
+                    bar.update(1)
+                    epoch_iters += 1
+                    last = iters == last_iteration
+                    # Output training stats
+                    if i % args.log_every == 0 or last:
+                        rows = metrics.flush()
+                        if writes and i % args.log_every == 0:
+                            bar.write(stats_line(epoch, args.num_epochs, i, num_batches, rows[-1][2:7]))
+                        if tensorboard:
+                            log_scalars(tensorboard, rows)
+                    # Check how the generator is doing by saving G's output on fixed_noise
+                    if iters % args.sample_every == 0 or last:
+                        grids.append((iters, fixed_noise_grid(sampleG, fixed_noise)))
+                        if writes:
+                            save_grid(grids[-1][1], out("progress", f"iter_{iters:07d}.png"))
+                        if tensorboard:
+                            tensorboard.add_image("fixed_noise", grids[-1][1], iters)
+                    if evaluator and (iters % args.eval_every == 0 or last):
+                        evals.append(evaluator.evaluate(sampleG, iters))
+                        write_eval_csv(out("eval.csv"), evals)
+                        if tensorboard:
+                            tensorboard.add_scalar("swd_avg", evals[-1]["swd_avg"], iters)
+                    iters += 1
+                    # Under torchrun the ranks agree on stopping where they synchronise anyway.
+                    if world_size == 1 or i % args.log_every == 0:
+                        stop.agree(world_size, device)
+                    stopping = last or stop.stopping
+                    if stopping or (iters - 1) % args.checkpoint_every == 0:
+                        save_training(out("checkpoint.pt"), args, netG, netD, optimizerG,
+                                      optimizerD, ema, fixed_noise, metrics, grids, evals,
+                                      epoch, i + 1, iters, num_batches, world_size, epoch_rng,
+                                      elapsed_before + time.time() - started, writes)
+                    if stopping:
+                        break
+                if writes and bar.disable:  # no progress bar (not a terminal): a summary line
+                    took = time.time() - epoch_start
+                    print(f"epoch {epoch}/{args.num_epochs}: {epoch_iters} iterations in "
+                          f"{took:.0f} s, {epoch_iters * args.batch_size / max(took, 1e-9):.1f} "
+                          "images/s", file=sys.stderr)
+                if stop.stopping or iters > last_iteration:
+                    break
+                start_batch, epoch_rng = 0, None
+                save_training(out("checkpoint.pt"), args, netG, netD, optimizerG, optimizerD,
+                              ema, fixed_noise, metrics, grids, evals, epoch + 1, 0, iters,
+                              num_batches, world_size, None,
+                              elapsed_before + time.time() - started, writes)
+        except Diverged as error:
+            bar.close()
+            raise UserError(
+                f"training diverged at iteration {error.iteration}: a loss or D output "
+                "became NaN or infinite; the last good checkpoint, "
+                f"{out('checkpoint.pt')}, is intact; resume from it with a lower --lr") from None
+        bar.close()
+        if stop.stopping:
+            log(f"Stopped by {signal.Signals(stop.signum).name} after iteration {iters}; "
+                f"checkpoint written to {out('checkpoint.pt')}. Resume with: "
+                f"python dcgan.py --resume {out('checkpoint.pt')}")
+            status = 128 + stop.signum
+
+    if writes and status == 0:
+        torch.save(netG.state_dict(), out("netG.pt"))
+        torch.save(netD.state_dict(), out("netD.pt"))
+        # Grab a batch of real images from the dataloader (a new draw, as the tutorial's)
+        real_batch = batches.first()
+        save_figures(args.outdir, metrics.rows, grids, real_batch, evals)
+        log(f"Wrote {args.outdir}: netG.pt, netD.pt, metrics.csv, figures")
+    if tensorboard:
+        tensorboard.close()
+    if world_size > 1:
+        dist.destroy_process_group()
+    return status
+
+
+def barrier(world_size):
+    if world_size > 1:
+        dist.barrier()
+
+
+def open_tensorboard(logdir):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("--tensorboard needs the tensorboard package: pip install "
+                        "tensorboard (or drop --tensorboard)") from None
+    return SummaryWriter(logdir)
+
+
+def log_scalars(writer, rows):
+    for epoch, iteration, loss_d, loss_g, d_x, d_g_z1, d_g_z2, _ in rows:
+        writer.add_scalars("loss", {"D": loss_d, "G": loss_g}, iteration)
+        writer.add_scalars("D_output", {"D(x)": d_x, "D(G(z)) before D step": d_g_z1,
+                                        "D(G(z)) after D step": d_g_z2}, iteration)
+
+
+# ----------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------
+
+def atomic_write(path, write):
+    """Writes a file through a temporary file, flush, fsync and rename, so that a crash at
+    any moment leaves either the old file or the new one, never half of one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; outputs are ordinary files
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def rng_states(device):
+    """Every random number generator in play, as plain tensors and lists (weights_only)."""
+    numpy_state = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "device": (torch.get_device_module(device).get_rng_state(device)
+                   if device.type == "cuda" else
+                   torch.get_device_module(device).get_rng_state()
+                   if device.type != "cpu" else None),
+        "device_type": device.type,
+        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)),
+                  *numpy_state[2:]],
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+    return states
+
+
+def set_rng_states(states):
+    torch.set_rng_state(states["torch"])
+    if states["device"] is not None:
+        module = torch.get_device_module(states["device_type"])
+        if states["device_type"] == "cuda":
+            module.set_rng_state(states["device"], torch.cuda.current_device())
+        else:
+            module.set_rng_state(states["device"])
+    np.random.set_state((states["numpy"][0], states["numpy"][1].numpy().astype(np.uint32),
+                         *states["numpy"][2:]))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def gather(obj, world_size):
+    """The list of every rank's obj (under torchrun), or [obj]."""
+    if world_size == 1:
+        return [obj]
+    objects = [None] * world_size
+    dist.all_gather_object(objects, obj)
+    return objects
+
+
+def save_training(path, args, netG, netD, optimizerG, optimizerD, ema, fixed_noise,
+                  metrics, grids, evals, epoch, batch_in_epoch, iteration, num_batches,
+                  world_size, epoch_rng, elapsed, writes):
+    """Writes the one checkpoint dict that resumes the run exactly (rank 0 writes it;
+    every rank contributes its RNG states)."""
+    metrics.flush()  # the checkpoint's rows and metrics.csv agree
+    device = fixed_noise.device
+    rng = gather(rng_states(device), world_size)
+    epoch_rngs = gather(epoch_rng if epoch_rng is not None else torch.get_rng_state(), world_size)
+    if not writes:
+        return
+    checkpoint = {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
+        "config": vars(args),
+        "netG": netG.state_dict(), "netD": netD.state_dict(),
+        "optimizerG": optimizerG.state_dict(), "optimizerD": optimizerD.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
+        "epoch": epoch, "batch_in_epoch": batch_in_epoch, "iteration": iteration,
+        "batches_per_epoch": num_batches, "world_size": world_size,
+        "rng": rng, "epoch_rng": epoch_rngs,
+        "fixed_noise": fixed_noise.cpu(),
+        "metrics": metrics.rows,
+        "grids": [grid for _, grid in grids], "grid_iterations": [it for it, _ in grids],
+        "evals": evals, "elapsed": elapsed,
+    }
+    try:
+        atomic_write(path, lambda f: torch.save(checkpoint, f))
+    except OSError as error:
+        raise UserError(f"cannot write {path} ({error.strerror}); the previous checkpoint "
+                        "is intact; free some space and resume") from None
+
+
+def load_checkpoint(path, device="cpu", flag="--checkpoint"):
+    """torch.load with weights_only=True: a file that would run code is refused, never run."""
+    if not os.path.isfile(path):
+        raise UserError(f"{flag} {path}: no such file; train first, or give the path of a "
+                        "checkpoint.pt or netG.pt")
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "Weights only load failed" in str(error):
+            raise UserError(f"{flag} {path}: refused: the file holds Python objects that "
+                            "would run code when loaded; dcgan.py loads only tensors, "
+                            "numbers and text (use a checkpoint that dcgan.py wrote)") from None
+        raise UserError(f"{flag} {path}: not a PyTorch file (corrupt?)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise UserError(f"{flag} {path}: cannot be read: truncated or corrupt "
+                        f"({str(error).splitlines()[0][:120]}); use an intact copy") from None
+    if not isinstance(checkpoint, dict):
+        raise UserError(f"{flag} {path}: not a dcgan.py checkpoint or generator weights")
+    if "format" in checkpoint and (checkpoint["format"] != CHECKPOINT_FORMAT
+                                   or checkpoint.get("version") != CHECKPOINT_VERSION):
+        raise UserError(f"{flag} {path}: a checkpoint of another program or version "
+                        f"({checkpoint['format']!r})")
+    if "format" not in checkpoint and not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        raise UserError(f"{flag} {path}: not a dcgan.py checkpoint (it has none of its "
+                        "fields) and not a state dict of weights")
+    return checkpoint
+
+
+def restore_training(checkpoint, args, device, netG, netD, optimizerG, optimizerD, ema,
+                     fixed_noise, num_batches, world_size, rank, log):
+    """Loads a checkpoint into the freshly built run; returns the loop's position."""
+    netG.load_state_dict(checkpoint["netG"])
+    netD.load_state_dict(checkpoint["netD"])
+    optimizerG.load_state_dict(checkpoint["optimizerG"])
+    optimizerD.load_state_dict(checkpoint["optimizerD"])
+    for optimizer in (optimizerG, optimizerD):  # --lr and --beta1 may change on resume
+        for group in optimizer.param_groups:
+            group["lr"], group["betas"] = args.lr, (args.beta1, 0.999)
+    if ema is not None:
+        ema.load_state_dict(checkpoint["ema"] if checkpoint["ema"] is not None else netG.state_dict())
+    fixed_noise.copy_(checkpoint["fixed_noise"])
+    exact = checkpoint["world_size"] == world_size and checkpoint["batches_per_epoch"] == num_batches
+    if exact:
+        rng, epoch_rng = checkpoint["rng"][rank], checkpoint["epoch_rng"][rank]
+        if rng["device_type"] != device.type:  # CUDA-saved, CPU-loaded: keep the CPU streams
+            rng = dict(rng, device=None, device_type=device.type)
+    else:
+        log("note: the dataset size or the number of processes changed since the checkpoint; "
+            "the run continues, but not as the uninterrupted run would have")
+        torch.manual_seed(args.seed + rank + checkpoint["iteration"])
+        rng, epoch_rng = rng_states(device), torch.get_rng_state()
+    epoch, batch = checkpoint["epoch"], checkpoint["batch_in_epoch"]
+    if batch >= num_batches:  # saved after an epoch's last batch: the next one starts here
+        epoch, batch = epoch + 1, 0
+    if batch == 0:  # the states precede the epoch's shuffle: restore them before it is drawn
+        set_rng_states(rng)
+        rng = epoch_rng = None
+    log(f"Resuming {args.resume} at epoch {epoch}, batch {batch} "
+        f"(iteration {checkpoint['iteration']})")
+    return {"epoch": epoch, "batch_in_epoch": batch, "iteration": checkpoint["iteration"],
+            "rows": checkpoint["metrics"], "evals": checkpoint["evals"],
+            "grids": list(zip(checkpoint["grid_iterations"], checkpoint["grids"])),
+            "elapsed": checkpoint["elapsed"], "rng": rng, "epoch_rng": epoch_rng}
+
+
+def generator_from_weights(state_dict, path):
+    """Rebuilds the Generator that a state dict (netG.pt, the tutorial's own, or a
+    checkpoint's) belongs to, from the shapes of its weights."""
+    state_dict = {k.removeprefix("module.").removeprefix("_orig_mod."): v
+                  for k, v in state_dict.items()}
+    convs = [v for k, v in state_dict.items() if k.startswith("main.") and v.dim() == 4]
+    try:
+        nz, ngf, nc = convs[0].shape[0], convs[-1].shape[0], convs[-1].shape[1]
+        netG = Generator(nz, ngf, nc, image_size=4 * 2 ** (len(convs) - 1))
+        netG.load_state_dict(state_dict)
+    except (IndexError, RuntimeError, ValueError):
+        raise UserError(f"--checkpoint {path}: does not hold a DCGAN generator of this "
+                        "program's architecture") from None
+    return netG
+
+
+def generator_from_checkpoint(path, device):
+    """(G, config) from checkpoint.pt (its EMA generator if it has one) or netG.pt."""
+    checkpoint = load_checkpoint(path, device)
+    if checkpoint.get("format") == CHECKPOINT_FORMAT:
+        weights = checkpoint["ema"] if checkpoint["ema"] is not None else checkpoint["netG"]
+        return generator_from_weights(weights, path).to(device), checkpoint["config"]
+    return generator_from_weights(checkpoint, path).to(device), {}
+
+
+# ----------------------------------------------------------------------------------------
+# Figures
+# ----------------------------------------------------------------------------------------
+
+def new_figure(figsize):
+    # matplotlib's object API with no pyplot: no global backend, no display needed.
+    from matplotlib.figure import Figure
+    return Figure(figsize=figsize)
+
+
+def show_grid(ax, grid, title):
+    ax.axis("off")
+    ax.set_title(title)
+    ax.imshow(np.transpose(grid.numpy(), (1, 2, 0)))
+
+
+def save_training_images(real_batch, path):
+    fig = new_figure((8, 8))
+    show_grid(fig.add_subplot(), vutils.make_grid(real_batch[:64].float().cpu(), padding=2,
+                                                  normalize=True), "Training Images")
+    fig.savefig(path)
+
+
+def save_loss_curve(rows, path):
+    fig = new_figure((10, 5))
+    ax = fig.add_subplot()
+    ax.set_title("Generator and Discriminator Loss During Training")
+    ax.plot([row[3] for row in rows], label="G")
+    ax.plot([row[2] for row in rows], label="D")
+    ax.set_xlabel("iterations")
+    ax.set_ylabel("Loss")
+    ax.legend()
+    fig.savefig(path)
+
+
+def save_grid(grid, path):
+    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
+
+
+def save_progress_gif(grids, path):
+    """The tutorial's animation of the fixed-noise grids, one second a frame."""
+    frames = [Image.fromarray(grid.permute(1, 2, 0).numpy()) for _, grid in grids]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=1000, loop=0)
+
+
+def save_real_vs_fake(real_batch, fake_grid, path):
+    fig = new_figure((15, 15))
+    show_grid(fig.add_subplot(1, 2, 1), vutils.make_grid(real_batch[:64].float().cpu(),
+                                                         padding=5, normalize=True), "Real Images")
+    show_grid(fig.add_subplot(1, 2, 2), fake_grid, "Fake Images")
+    fig.savefig(path)
+
+
+def save_swd_curve(evals, path):
+    fig = new_figure((10, 5))
+    ax = fig.add_subplot()
+    ax.set_title("Sliced Wasserstein distance to real images (x1e3, lower is better)")
+    ax.plot([e["iteration"] for e in evals], [e["swd_avg"] for e in evals], marker="o",
+            label="G vs real (average over levels)")
+    ax.axhline(evals[-1]["floor_avg"], color="gray", linestyle="--", label="real vs real (floor)")
+    ax.set_xlabel("iterations")
+    ax.set_ylabel("SWD x1e3")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.savefig(path)
+
+
+def save_figures(outdir, rows, grids, real_batch, evals):
+    save_loss_curve(rows, os.path.join(outdir, "loss_curve.png"))
+    save_progress_gif(grids, os.path.join(outdir, "progress.gif"))
+    save_real_vs_fake(real_batch, grids[-1][1], os.path.join(outdir, "real_vs_fake.png"))
+    if evals:
+        save_swd_curve(evals, os.path.join(outdir, "swd.png"))
+
+
+# ----------------------------------------------------------------------------------------
+# Metrics: sliced Wasserstein distance (Karras et al., 2018, Progressive GAN)
+# ----------------------------------------------------------------------------------------
+
+def _binomial_kernel(channels, scale, device):
+    k = torch.tensor([1., 4., 6., 4., 1.], device=device)
+    return (torch.outer(k, k) / 256 * scale).expand(channels, 1, 5, 5)
+
+
+def _blur(x, kernel):
+    return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), kernel, groups=x.shape[1])
+
+
+def laplacian_pyramid(images, levels):
+    """[band at full size, band at half size, ..., low-pass image at the smallest size]."""
+    down_kernel = _binomial_kernel(images.shape[1], 1, images.device)
+    up_kernel = _binomial_kernel(images.shape[1], 4, images.device)
+    pyramid = [images]
+    for _ in range(levels - 1):
+        small = _blur(pyramid[-1], down_kernel)[..., ::2, ::2]
+        up = torch.zeros_like(pyramid[-1])
+        up[..., ::2, ::2] = small
+        pyramid[-1] = pyramid[-1] - _blur(up, up_kernel)
+        pyramid.append(small)
+    return pyramid
+
+
+def _patches(images, positions, patch_size):
+    """The patch_size x patch_size patches around positions (image, y, x), flattened."""
+    half = patch_size // 2
+    offsets = torch.arange(-half, half + 1, device=images.device)
+    n, c, h, w = images.shape
+    img, y, x = (p.to(images.device) for p in positions)
+    index = (((img[:, None, None, None] * c + torch.arange(c, device=images.device)[None, :, None, None])
+              * h + (y[:, None, None, None] + offsets[None, None, :, None]))
+             * w + (x[:, None, None, None] + offsets[None, None, None, :]))
+    return images.reshape(-1)[index.reshape(len(img), -1)]
+
+
+def _standardise(descriptors, channels):
+    """Each colour channel to zero mean and unit standard deviation over all patches."""
+    d = descriptors.view(len(descriptors), channels, -1)
+    mean = d.mean(dim=(0, 2), keepdim=True)
+    std = d.std(dim=(0, 2), keepdim=True, unbiased=False)
+    return ((d - mean) / std).view(len(descriptors), -1)
+
+
+def sliced_wasserstein(a, b, generator, directions=128, repeats=4):
+    """Mean over repeats of the mean |sorted projection of a - sorted projection of b|
+    over `directions` random unit directions."""
+    results = []
+    for _ in range(repeats):
+        dirs = torch.randn(a.shape[1], directions, generator=generator).to(a.device)
+        dirs /= dirs.norm(dim=0, keepdim=True)
+        proj_a = torch.sort((a @ dirs).T, dim=1).values
+        proj_b = torch.sort((b @ dirs).T, dim=1).values
+        results.append((proj_a - proj_b).abs().mean().item())
+    return sum(results) / repeats
+
+
+def swd(real, fake, seed=0, patches_per_image=128, patch_size=7, directions=128,
+        repeats=4, min_size=16):
+    """Multi-scale sliced Wasserstein distance between two equal-size sets of uint8
+    images (N x C x H x W), as in Progressive GAN: per Laplacian-pyramid level from the
+    full size down to min_size, 128 random 7x7 patches per image, standardised per colour
+    channel and set, compared along 4 x 128 random directions. Returns the distances x1e3,
+    one per level (largest first), and their mean under "avg". The same seed gives the same
+    numbers, and a set against itself scores 0."""
+    if real.shape != fake.shape:
+        raise ValueError(f"SWD needs two sets of the same shape, not {tuple(real.shape)} "
+                         f"and {tuple(fake.shape)}")
+    generator = torch.Generator().manual_seed(seed)
+    levels = int(math.log2(real.shape[-1] // min_size)) + 1
+    result = {}
+    pyramids = [laplacian_pyramid(s.float(), levels) for s in (real, fake)]
+    for level_real, level_fake in zip(*pyramids):
+        n, c, size, _ = level_real.shape
+        half = patch_size // 2
+        count = n * patches_per_image
+        positions = (torch.arange(count) // patches_per_image,
+                     torch.randint(half, size - half, (count,), generator=generator),
+                     torch.randint(half, size - half, (count,), generator=generator))
+        a = _standardise(_patches(level_real, positions, patch_size), c)
+        b = _standardise(_patches(level_fake, positions, patch_size), c)
+        result[size] = 1e3 * sliced_wasserstein(a, b, generator, directions, repeats)
+    result["avg"] = sum(result.values()) / len(result)
+    return result
+
+
+def generated_uint8(netG, noise, batch_size=500):
+    """G's images for the noise as uint8 (G(z) * 127.5 + 127.5, rounded and clamped).
+    G runs in eval mode: each image depends on its own z alone, not on its batch."""
+    was_training = netG.training
+    netG.eval()
+    try:
+        with torch.no_grad():
+            out = [(netG(chunk).float() * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8).cpu()
+                   for chunk in noise.split(batch_size)]
+    finally:
+        netG.train(was_training)
+    return torch.cat(out)
+
+
+def real_uint8(images, pixels, indices, workers):
+    """The real images at indices as uint8, from the cache when there is one."""
+    if pixels is not None:
+        return pixels[torch.as_tensor(indices)].cpu()
+    _, array = decode_images(images, indices, workers, desc="decoding evaluation images")
+    return torch.from_numpy(array)
+
+
+class SWDEvaluator:
+    """SWD of G's images against a fixed set of real ones, beside the real-vs-real floor
+    (a second, disjoint set of real images against the same set). Everything it draws
+    comes from generators of its own, so that evaluation changes no training number."""
+
+    def __init__(self, images, pixels, args, device, log=print):
+        self.nz, self.device, self.seed, self.log = args.nz, device, args.seed, log
+        order = torch.randperm(len(images) if pixels is None else len(pixels),
+                               generator=torch.Generator().manual_seed(args.seed))
+        if args.eval_dataroot:
+            held_out = make_dataset(args.eval_dataroot, args.image_size, args.nc, "--eval-dataroot")
+            n = min(args.eval_samples, len(held_out), len(order))
+            held_order = torch.randperm(len(held_out), generator=torch.Generator().manual_seed(args.seed))
+            self.real = real_uint8(held_out, None, held_order[:n].tolist(), args.workers)
+            other = real_uint8(images, pixels, order[:len(self.real)].tolist(), args.workers)
+        else:
+            n = min(args.eval_samples, len(order) // 2)
+            self.real = real_uint8(images, pixels, order[:n].tolist(), args.workers)
+            other = real_uint8(images, pixels, order[n:2 * n].tolist(), args.workers)
+        n = min(len(self.real), len(other))
+        self.real, other = self.real[:n], other[:n]
+        self.noise = torch.randn(n, self.nz, 1, 1, generator=torch.Generator().manual_seed(args.seed))
+        self.floor = swd(self.real.to(device), other.to(device), seed=args.seed)
+        log(f"SWD x1e3 floor (real vs real, {n} vs {n} images): {format_swd(self.floor)}")
+
+    def evaluate(self, netG, iteration):
+        fake = generated_uint8(netG, self.noise.to(self.device))
+        result = swd(self.real.to(self.device), fake.to(self.device), seed=self.seed)
+        self.log(f"[iteration {iteration}] SWD x1e3: {format_swd(result)} "
+                 f"(floor {self.floor['avg']:.2f})")
+        row = {"iteration": iteration}
+        row.update({f"swd_{k}": v for k, v in result.items()})
+        row.update({f"floor_{k}": v for k, v in self.floor.items()})
+        return row
+
+
+def format_swd(result):
+    return ", ".join(f"{k}: {v:.2f}" for k, v in result.items())
+
+
+def write_eval_csv(path, evals):
+    if not evals:
+        return
+    columns = list(evals[0])
+    text = ",".join(columns) + "\n" + "".join(
+        ",".join(str(e[c]) for c in columns) + "\n" for e in evals)
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+# ----------------------------------------------------------------------------------------
+# Sampling from a trained generator
+# ----------------------------------------------------------------------------------------
+
+def slerp(a, b, t):
+    """Spherical interpolation between latent vectors a and b (rows), t in [0, 1]."""
+    a_flat, b_flat = a.flatten(1), b.flatten(1)
+    cos = (a_flat * b_flat).sum(1) / (a_flat.norm(dim=1) * b_flat.norm(dim=1))
+    omega = torch.acos(cos.clamp(-1, 1))[:, None]
+    sin = torch.sin(omega)
+    safe = sin.abs() > 1e-6
+    wa = torch.where(safe, torch.sin((1 - t) * omega) / sin.where(safe, 1), 1 - t)
+    wb = torch.where(safe, torch.sin(t * omega) / sin.where(safe, 1), t)
+    return (wa * a_flat + wb * b_flat).view_as(a)
+
+
+def generate(args):
+    """The generate command: a grid (and single files) or a latent walk."""
+    device = pick_device(args.device)
+    netG, _ = generator_from_checkpoint(args.checkpoint, device)
+    nz = netG.nz
+    outdir = args.outdir or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "samples")
+    try:
+        os.makedirs(outdir, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"--outdir {outdir}: cannot write there ({error.strerror})") from None
+    generator = torch.Generator().manual_seed(args.seed)
+    if args.interpolate:
+        ends = torch.randn(2, args.rows, nz, 1, 1, generator=generator)
+        t = torch.linspace(0, 1, args.steps)
+        noise = torch.stack([slerp(ends[0], ends[1], float(s)) for s in t], dim=1).flatten(0, 1)
+        images = generated_uint8(netG, noise.to(device), args.batch_size)
+        path = os.path.join(outdir, "interpolation.png")
+        save_grid(vutils.make_grid(images, nrow=args.steps, padding=2), path)
+        print(f"Wrote {path}: {args.rows} latent walks of {args.steps} steps")
+        return 0
+    noise = torch.randn(args.num_samples, nz, 1, 1, generator=generator)
+    images = generated_uint8(netG, noise.to(device), args.batch_size)
+    shown = images[:256]
+    path = os.path.join(outdir, "samples.png")
+    save_grid(vutils.make_grid(shown, nrow=math.ceil(math.sqrt(len(shown))), padding=2), path)
+    print(f"Wrote {path}" + (f" (the first 256 of {len(images)})" if len(images) > 256 else ""))
+    if args.single_files:
+        for k, image in enumerate(images):
+            save_grid(image, os.path.join(outdir, f"{k:06d}.png"))
+        print(f"Wrote {len(images)} single images to {outdir}/000000.png ...")
+    return 0
+
+
+def evaluate(args):
+    """The evaluate command: SWD of a finished model, as training computes it."""
+    device = pick_device(args.device)
+    netG, config = generator_from_checkpoint(args.checkpoint, device)
+    settings = vars(get_args_parser().parse_args([]))
+    settings.update(config)
+    for key in ("dataroot", "eval_dataroot", "eval_samples", "seed", "cache_dir"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    settings.update(workers=args.workers, nz=netG.nz, nc=netG.nc, image_size=netG.image_size)
+    settings["cache_dir"] = settings["cache_dir"] or default_cache_dir()
+    cfg = argparse.Namespace(**settings)
+    images = make_dataset(cfg.dataroot, cfg.image_size, cfg.nc)
+    pixels = load_pixel_cache(images, cfg.image_size, cfg.nc, cfg.cache_dir, cfg.workers)
+    evaluator = SWDEvaluator(images, pixels, cfg, device)
+    row = evaluator.evaluate(netG, "final")
+    print(f"swd_avg {row['swd_avg']:.2f} (floor {row['floor_avg']:.2f})")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------
+# Entry point
+# ----------------------------------------------------------------------------------------
+
+def main(argv=None):
+    """Dispatches to train (the default), generate or evaluate; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if argv[:1] == ["generate"]:
+            return generate(get_generate_parser().parse_args(argv[1:]))
+        if argv[:1] == ["evaluate"]:
+            return evaluate(get_evaluate_parser().parse_args(argv[1:]))
+        args, given = parse_train_args(argv)
+        args, checkpoint = resolve_resume(args, given)
+        return train(args, checkpoint)
+    except UserError as error:
+        rank = int(os.environ.get("RANK", "0"))
+        print(f"dcgan.py: error: {'' if rank == 0 else f'(rank {rank}) '}{error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dcgan.py: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Shared fixtures: folders of random JPEGs made in a temporary folder, and a tiny
+configuration that trains in about a second on the CPU."""
+import csv
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import dcgan
+
+
+def make_images(folder, count, size=(44, 52), seed=0, mode="RGB"):
+    """count random images of size (width, height) as JPEGs in folder."""
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    channels = {"RGB": 3, "RGBA": 4}.get(mode)
+    for k in range(count):
+        shape = (size[1], size[0], channels) if channels else (size[1], size[0])
+        image = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode)
+        ext = "png" if mode == "RGBA" else "jpg"
+        image.save(os.path.join(folder, f"{k:06d}.{ext}"))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def faces(tmp_path_factory):
+    """The tutorial's layout: ROOT/img_align_celeba/*.jpg, 20 random non-square images."""
+    root = tmp_path_factory.mktemp("celeba")
+    make_images(root / "img_align_celeba", 20)
+    return str(root)
+
+
+@pytest.fixture
+def tiny(tmp_path, faces):
+    """Returns argv for a tiny run on `faces` writing into tmp_path/name: 32 px, narrow
+    networks, batch 8 (3 batches an epoch), 2 epochs; extra flags are appended."""
+    cache = str(tmp_path / "cache")
+
+    def argv(name="out", *extra, dataroot=None):
+        return ["--dataroot", dataroot or faces, "--outdir", str(tmp_path / name),
+                "--cache-dir", cache, "--image-size", "32", "--nz", "8", "--ngf", "4",
+                "--ndf", "4", "--batch-size", "8", "--num-epochs", "2", "--log-every", "2",
+                "--sample-every", "4", "--workers", "0", *extra]
+    return argv
+
+
+def read_metrics(path, with_seconds=False):
+    """metrics.csv as a list of dicts of floats (without the wall-clock column)."""
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return [{k: float(v) for k, v in row.items() if with_seconds or k != "seconds"}
+            for row in rows]
+
+
+def run(argv, capsys=None):
+    """dcgan.main in this process; returns (status, stdout, stderr) when capsys is given."""
+    status = dcgan.main(argv)
+    if capsys is None:
+        return status
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err

@@ -1,0 +1,155 @@
+"""Bad input: one line that names the problem and the fix, exit status 2, no traceback,
+and nothing earlier destroyed."""
+import os
+import re
+
+import pytest
+
+import dcgan
+from conftest import run
+
+CELEBA_HINT = "get CelebA's img_align_celeba.zip from the official site"
+
+
+def one_error_line(err):
+    """The one error line of stderr (progress lines of the run before it aside)."""
+    progress = re.compile(r"^epoch \d+/\d+: \d+ iterations in ")
+    lines = [line for line in err.splitlines() if line.strip() and not progress.match(line)]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("dcgan.py: error: ")
+    assert "Traceback" not in err
+    return lines[0][len("dcgan.py: error: "):]
+
+
+def test_missing_dataroot(tiny, tmp_path, capsys):
+    status, out, err = run(tiny(dataroot=str(tmp_path / "nowhere")), capsys)
+    assert status == 2
+    message = one_error_line(err)
+    assert message.startswith(f"--dataroot {tmp_path / 'nowhere'}: no such folder; {CELEBA_HINT}")
+    assert message.endswith(f"so that {tmp_path / 'nowhere' / 'img_align_celeba' / '000001.jpg'} exists")
+
+
+def test_dataroot_that_is_a_file(tiny, tmp_path, capsys):
+    (tmp_path / "file.jpg").write_bytes(b"x")
+    status, out, err = run(tiny(dataroot=str(tmp_path / "file.jpg")), capsys)
+    assert status == 2
+    assert one_error_line(err) == (f"--dataroot {tmp_path / 'file.jpg'}: is a file, not a folder; "
+                                   "give the folder that holds img_align_celeba/ (or the images themselves)")
+
+
+@pytest.mark.parametrize("layout", ["empty", "empty-subfolder", "text-files"])
+def test_dataroot_without_images(tiny, tmp_path, capsys, layout):
+    root = tmp_path / "data"
+    root.mkdir()
+    if layout == "empty-subfolder":
+        (root / "img_align_celeba").mkdir()
+    if layout == "text-files":
+        (root / "list_attr_celeba.txt").write_text("x")
+    status, out, err = run(tiny(dataroot=str(root)), capsys)
+    assert status == 2
+    message = one_error_line(err)
+    assert message.startswith(f"--dataroot {root}: holds no images (.jpg, .jpeg, .png, .ppm, ...); "
+                              f"expected {root / 'img_align_celeba' / '*.jpg'} or a folder of images")
+
+
+@pytest.mark.parametrize("flag, value, expected", [
+    ("--image-size", "48", "argument --image-size: 48 is not a size the DCGAN layers can make: "
+                           "use a power of two of at least 32 (32, 64, 128, 256, ...)"),
+    ("--image-size", "16", "argument --image-size: 16 is not a size the DCGAN layers can make"),
+    ("--batch-size", "0", "argument --batch-size: must be a whole number of at least 1, not 0"),
+    ("--lr", "-1", "argument --lr: must be a positive number, not -1"),
+    ("--beta1", "1.5", "argument --beta1: must be at least 0 and below 1, not 1.5"),
+    ("--nc", "2", "argument --nc: invalid choice: 2 (choose from 1, 3)"),
+    ("--workers", "two", "argument --workers: invalid non_negative_int value: 'two'"),
+    ("--ema", "1", "argument --ema: must be at least 0 and below 1, not 1"),
+])
+def test_bad_flag_values(tiny, capsys, flag, value, expected):
+    status, out, err = run(tiny("out", flag, value), capsys)
+    assert status == 2
+    message = one_error_line(err)
+    assert message.startswith(expected) and message.endswith("(see dcgan.py --help)")
+
+
+def test_unknown_flag_and_abbreviations_are_refused(tiny, capsys):
+    status, out, err = run(tiny("out", "--num-epoch", "3"), capsys)
+    assert status == 2
+    assert one_error_line(err) == "unrecognized arguments: --num-epoch 3 (see dcgan.py --help)"
+
+
+def test_unavailable_device(tiny, capsys):
+    status, out, err = run(tiny("out", "--device", "cuda:7"), capsys)
+    assert status == 2
+    assert "--device cuda:7: this machine has no such device" in one_error_line(err)
+    status, out, err = run(tiny("out", "--device", "gpu!"), capsys)
+    assert one_error_line(err) == "--device gpu!: not a device name; use auto, cpu, cuda, cuda:N or mps"
+
+
+def test_unwritable_outdir_is_reported_before_training(tiny, tmp_path, capsys):
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    argv = tiny("out") + ["--outdir", str(tmp_path / "blocker" / "out")]
+    status, out, err = run(argv, capsys)
+    assert status == 2
+    assert one_error_line(err).startswith(f"--outdir {tmp_path / 'blocker' / 'out'}: cannot write there")
+    assert "Starting Training Loop" not in out
+
+
+def test_a_new_run_never_overwrites_an_earlier_runs_checkpoint(tiny, tmp_path, capsys):
+    assert run(tiny("out", "--max-iters", "1")) == 0
+    before = (tmp_path / "out" / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    status, out, err = run(tiny("out", "--max-iters", "2"), capsys)
+    assert status == 2
+    assert one_error_line(err) == (
+        f"--outdir {tmp_path / 'out'}: holds the checkpoint of an earlier run; continue it "
+        "with --resume, or start afresh in another --outdir (or after deleting "
+        f"{tmp_path / 'out' / 'checkpoint.pt'})")
+    assert (tmp_path / "out" / "checkpoint.pt").read_bytes() == before
+
+
+def test_download_failure_ends_in_the_manual_steps(tiny, tmp_path, capsys, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Too many users have viewed or downloaded this file recently.")
+    monkeypatch.setattr(dcgan.dset, "CelebA", refuse)
+    root = tmp_path / "celeba"
+    status, out, err = run(tiny("out", "--download", dataroot=str(root)), capsys)
+    assert status == 2
+    message = one_error_line(err)
+    assert message.startswith("--download failed (Too many users have viewed or downloaded "
+                              "this file recently.): the mirror often refuses (quota); " + CELEBA_HINT)
+    assert message.endswith(f"and unzip it into {root}")
+
+
+def test_download_needs_a_folder_named_celeba(tiny, tmp_path, capsys):
+    status, out, err = run(tiny("out", "--download", dataroot=str(tmp_path / "faces")), capsys)
+    assert status == 2
+    assert one_error_line(err) == ("--download saves CelebA into a folder named celeba "
+                                   f"(torchvision's layout); use --dataroot {tmp_path / 'celeba'}")
+
+
+def test_tensorboard_without_the_package(tiny, capsys, monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name == "torch.utils.tensorboard":
+            raise ImportError("No module named 'tensorboard'")
+        return real_import(name, *args, **kwargs)
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    status, out, err = run(tiny("out", "--tensorboard"), capsys)
+    assert status == 2
+    assert one_error_line(err) == ("--tensorboard needs the tensorboard package: pip install "
+                                   "tensorboard (or drop --tensorboard)")
+
+
+def test_help_explains_every_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        dcgan.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for action in dcgan.get_args_parser()._actions:
+        assert action.help, action.dest
+    for flag in ("--dataroot", "--workers", "--batch-size", "--image-size", "--nc", "--nz",
+                 "--ngf", "--ndf", "--num-epochs", "--lr", "--beta1", "--ngpu", "--seed",
+                 "--outdir", "--device", "--max-iters", "--log-every", "--sample-every",
+                 "--resume", "--checkpoint-every", "torchrun"):
+        assert flag in text

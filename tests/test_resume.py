@@ -1,0 +1,309 @@
+"""Never lose a run: exact resume, safe checkpoints, interrupts, sampling."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from PIL import Image
+
+import dcgan
+from conftest import read_metrics, run
+from test_cli_errors import one_error_line
+
+FIGURES = ["training_images.png", "loss_curve.png", "real_vs_fake.png", "progress.gif"]
+
+
+def assert_same_run(a, b):
+    """Two output folders hold bit-identical weights, metrics (but for wall-clock
+    seconds), fixed-noise grids and figures."""
+    for name in ("netG.pt", "netD.pt"):
+        sa, sb = (torch.load(d / name, weights_only=True) for d in (a, b))
+        assert sa.keys() == sb.keys()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa), name
+    assert read_metrics(a / "metrics.csv") == read_metrics(b / "metrics.csv")
+    assert sorted(os.listdir(a / "progress")) == sorted(os.listdir(b / "progress"))
+    for name in FIGURES + [os.path.join("progress", f) for f in os.listdir(a / "progress")]:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def interrupt_at(monkeypatch, iteration, signum=signal.SIGINT):
+    """Sends this process a signal during the given iteration (0-based), as Ctrl-C would."""
+    real_step, calls = dcgan.train_step, []
+
+    def step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == iteration + 1:
+            os.kill(os.getpid(), signum)
+        return real_step(*args, **kwargs)
+    monkeypatch.setattr(dcgan, "train_step", step)
+
+
+@pytest.mark.parametrize("stop_after", [2, 3, 5])
+@pytest.mark.parametrize("flags", [["--workers", "0"], ["--no-cache", "--workers", "2"]],
+                         ids=["cache-0-workers", "no-cache-2-workers"])
+def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tiny, tmp_path, monkeypatch,
+                                                                  capsys, stop_after, flags):
+    """3 batches an epoch, 6 iterations: Ctrl-C mid-epoch (after 2), at an epoch's end
+    (3), before the last iteration (5); then resumed from the checkpoint alone."""
+    assert run(tiny("whole", *flags)) == 0
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, stop_after - 1)
+        status, out, err = run(tiny("parts", *flags), capsys)
+    assert status == 128 + signal.SIGINT
+    assert f"Stopped by SIGINT after iteration {stop_after};" in out
+    assert len(read_metrics(tmp_path / "parts" / "metrics.csv")) == stop_after
+    assert run(["--outdir", str(tmp_path / "parts"), "--resume"]) == 0
+    assert_same_run(tmp_path / "whole", tmp_path / "parts")
+
+
+def test_max_iters_run_resumes_to_the_same_weights(tiny, tmp_path):
+    """--max-iters ends a run (its last grid and figures), and resuming continues it: the
+    weights equal an uninterrupted run's (the extra grid's forward pass moved only G's
+    BatchNorm running statistics, as every grid of the tutorial's does)."""
+    assert run(tiny("whole")) == 0
+    assert run(tiny("parts", "--max-iters", "2")) == 0
+    assert run(["--outdir", str(tmp_path / "parts"), "--resume"]) == 0
+    assert read_metrics(tmp_path / "whole" / "metrics.csv") == read_metrics(tmp_path / "parts" / "metrics.csv")
+    whole, parts = (torch.load(tmp_path / d / "netG.pt", weights_only=True) for d in ("whole", "parts"))
+    assert all(torch.equal(whole[k], parts[k]) for k in whole if "running" not in k and "num_batches" not in k)
+
+
+def test_sigterm_writes_a_checkpoint_and_resume_finishes_identically(tiny, tmp_path):
+    argv = tiny("killed", "--num-epochs", "40", "--log-every", "1")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(dcgan.__file__))
+    process = subprocess.Popen([sys.executable, dcgan.__file__, *argv], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "killed" / "metrics.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 6):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    done = len(read_metrics(metrics))
+    assert 5 <= done < 120
+    assert (f"Stopped by SIGTERM after iteration {done}; checkpoint written to "
+            f"{tmp_path / 'killed' / 'checkpoint.pt'}. Resume with: python dcgan.py --resume "
+            f"{tmp_path / 'killed' / 'checkpoint.pt'}") in out
+    assert not (tmp_path / "killed" / "netG.pt").exists()
+    # finish both runs at the same iteration: equal to a run never stopped
+    stop = done + 4
+    assert run(["--resume", str(tmp_path / "killed" / "checkpoint.pt"), "--max-iters", str(stop)]) == 0
+    assert run(tiny("whole", "--num-epochs", "40", "--max-iters", str(stop))) == 0
+    assert_same_run(tmp_path / "whole", tmp_path / "killed")
+
+
+def test_checkpoint_holds_everything_resume_needs(tiny, tmp_path):
+    assert run(tiny("out", "--max-iters", "4", "--ema", "0.9")) == 0
+    checkpoint = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["format"] == "dcgan.py checkpoint"
+    for key in ("netG", "netD", "optimizerG", "optimizerD", "ema", "epoch", "batch_in_epoch",
+                "iteration", "rng", "epoch_rng", "fixed_noise", "metrics", "grids", "config"):
+        assert checkpoint[key] is not None, key
+    assert (checkpoint["epoch"], checkpoint["batch_in_epoch"], checkpoint["iteration"]) == (1, 1, 4)
+    assert set(checkpoint["rng"][0]) >= {"torch", "numpy", "python"}
+    assert checkpoint["fixed_noise"].shape == (64, 8, 1, 1)
+    assert len(checkpoint["metrics"]) == 4 and checkpoint["grid_iterations"] == [0, 3]
+    assert checkpoint["config"]["image_size"] == 32
+
+
+def test_a_crash_while_saving_leaves_the_last_checkpoint_intact(tiny, tmp_path, monkeypatch, capsys):
+    assert run(tiny("out", "--max-iters", "2")) == 0
+    path = tmp_path / "out" / "checkpoint.pt"
+    before = path.read_bytes()
+
+    def disk_full(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(dcgan.torch, "save", disk_full)
+    capsys.readouterr()
+    status, out, err = run(["--outdir", str(tmp_path / "out"), "--resume"], capsys)
+    assert status == 2
+    assert one_error_line(err) == (f"cannot write {path} (No space left on device); the "
+                                   "previous checkpoint is intact; free some space and resume")
+    assert path.read_bytes() == before
+    assert [f for f in os.listdir(tmp_path / "out") if f.endswith(".tmp")] == []
+
+
+class RunsCode:
+    """Unpickling this would run a shell command."""
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_not_run(tmp_path, capsys):
+    marker, path = tmp_path / "pwned", tmp_path / "checkpoint.pt"
+    torch.save({"netG": RunsCode(marker)}, path)
+    for argv in (["--outdir", str(tmp_path), "--resume"], ["generate", "--checkpoint", str(path)]):
+        status, out, err = run(argv, capsys)
+        assert status == 2
+        flag = "--resume" if "--resume" in argv else "--checkpoint"
+        assert one_error_line(err) == (
+            f"{flag} {path}: refused: the file holds Python objects that would run code "
+            "when loaded; dcgan.py loads only tensors, numbers and text (use a checkpoint "
+            "that dcgan.py wrote)")
+    assert not marker.exists()
+
+
+def test_broken_and_foreign_checkpoints(tiny, tmp_path, capsys):
+    assert run(tiny("out", "--max-iters", "1")) == 0
+    good = (tmp_path / "out" / "checkpoint.pt").read_bytes()
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good[: len(good) // 2])
+    status, out, err = run(["generate", "--checkpoint", str(truncated)], capsys)
+    assert status == 2 and one_error_line(err).startswith(
+        f"--checkpoint {truncated}: cannot be read: truncated or corrupt (")
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"model": {"w": torch.zeros(2)}, "step": 3}, foreign)
+    status, out, err = run(["--resume", str(foreign)], capsys)
+    assert status == 2 and one_error_line(err) == (
+        f"--resume {foreign}: not a dcgan.py checkpoint (it has none of its fields) and not "
+        "a state dict of weights")
+    other_arch = tmp_path / "netG.pt"
+    torch.save(torch.nn.Linear(3, 4).state_dict(), other_arch)
+    status, out, err = run(["generate", "--checkpoint", str(other_arch)], capsys)
+    assert status == 2 and one_error_line(err) == (
+        f"--checkpoint {other_arch}: does not hold a DCGAN generator of this program's architecture")
+    status, out, err = run(["--resume", str(tmp_path / "out" / "netG.pt")], capsys)
+    assert status == 2 and one_error_line(err) == (
+        f"--resume {tmp_path / 'out' / 'netG.pt'}: this file holds only network weights; "
+        "resume needs the checkpoint.pt that training writes beside it")
+    status, out, err = run(["--resume", str(tmp_path / "missing.pt")], capsys)
+    assert status == 2 and one_error_line(err) == (
+        f"--resume {tmp_path / 'missing.pt'}: no such file; train first, or give the path "
+        "of a checkpoint.pt or netG.pt")
+
+
+def test_resume_refuses_to_change_the_models_and_says_what_changes(tiny, tmp_path, capsys):
+    assert run(tiny("out", "--max-iters", "2")) == 0
+    capsys.readouterr()
+    status, out, err = run(["--outdir", str(tmp_path / "out"), "--resume", "--ngf", "8",
+                            "--batch-size", "4", "--nz", "8"], capsys)
+    assert status == 2
+    assert one_error_line(err) == (
+        f"--resume {tmp_path / 'out' / 'checkpoint.pt'}: the run was trained with other "
+        "settings, which cannot change on resume: --ngf 4 -> 8, --batch-size 8 -> 4; drop "
+        "these flags, or start a new run in another --outdir")
+    status, out, err = run(["--outdir", str(tmp_path / "out"), "--resume", "--num-epochs", "3",
+                            "--log-every", "1", "--max-iters", "4"], capsys)
+    assert status == 0, err
+    assert "Resuming with changed settings: --num-epochs 2 -> 3, --log-every 2 -> 1" in out
+    assert f"Resuming {tmp_path / 'out' / 'checkpoint.pt'} at epoch 0, batch 2 (iteration 2)" in out
+
+
+def test_a_finished_run_trains_on_when_given_more_epochs(tiny, tmp_path, capsys):
+    assert run(tiny("out")) == 0
+    capsys.readouterr()
+    status, out, err = run(["--outdir", str(tmp_path / "out"), "--resume"], capsys)
+    assert status == 0 and "Nothing to train: the run already has 6 iterations" in out
+    assert run(["--outdir", str(tmp_path / "out"), "--resume", "--num-epochs", "3"]) == 0
+    assert len(read_metrics(tmp_path / "out" / "metrics.csv")) == 9
+
+
+def test_divergence_stops_with_the_iteration_and_keeps_the_checkpoint(tiny, tmp_path, capsys):
+    assert run(tiny("out", "--max-iters", "2")) == 0
+    path = tmp_path / "out" / "checkpoint.pt"
+    checkpoint = torch.load(path, weights_only=True)
+    for key, value in checkpoint["netD"].items():
+        if key.endswith("weight"):
+            value.fill_(float("nan"))
+    torch.save(checkpoint, path)
+    before = path.read_bytes()
+    capsys.readouterr()
+    status, out, err = run(["--outdir", str(tmp_path / "out"), "--resume"], capsys)
+    assert status == 2
+    assert one_error_line(err) == (
+        "training diverged at iteration 2: a loss or D output became NaN or infinite; the "
+        f"last good checkpoint, {path}, is intact; resume from it with a lower --lr")
+    assert path.read_bytes() == before
+
+
+def test_non_finite_losses_are_caught_at_the_next_flush(tiny, tmp_path, capsys, monkeypatch):
+    real_step = dcgan.train_step
+    calls = []
+
+    def step(*args, **kwargs):
+        stats = real_step(*args, **kwargs)
+        calls.append(1)
+        return stats * float("inf") if len(calls) == 4 else stats
+    monkeypatch.setattr(dcgan, "train_step", step)
+    status, out, err = run(tiny("out", "--checkpoint-every", "2"), capsys)
+    assert status == 2
+    assert one_error_line(err).startswith("training diverged at iteration 3: ")
+    # the checkpoint after iteration 2 (index) is the last one: it holds no bad row
+    checkpoint = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["iteration"] == 3 and len(checkpoint["metrics"]) == 3
+
+
+def test_a_checkpoint_saved_on_another_device_resumes_here(tiny, tmp_path, monkeypatch):
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 1)
+        assert run(tiny("out")) == 128 + signal.SIGINT
+    path = tmp_path / "out" / "checkpoint.pt"
+    checkpoint = torch.load(path, weights_only=True)
+    for states in checkpoint["rng"]:  # as a CUDA run saves them
+        states.update(device=torch.zeros(16, dtype=torch.uint8), device_type="cuda")
+    torch.save(checkpoint, path)
+    assert run(["--outdir", str(tmp_path / "out"), "--resume"]) == 0
+    assert run(tiny("whole")) == 0
+    assert_same_run(tmp_path / "whole", tmp_path / "out")
+
+
+def test_generate_samples_grid_single_files_and_a_repeatable_seed(tiny, tmp_path, capsys):
+    assert run(tiny("out", "--max-iters", "2")) == 0
+    for checkpoint in ("checkpoint.pt", "netG.pt"):
+        outdir = tmp_path / checkpoint
+        status, out, err = run(["generate", "--checkpoint", str(tmp_path / "out" / checkpoint),
+                                "--outdir", str(outdir), "--num-samples", "10",
+                                "--single-files", "--seed", "3"], capsys)
+        assert status == 0, err
+        with Image.open(outdir / "samples.png") as grid:
+            assert grid.size == (4 * 34 + 2, 3 * 34 + 2)  # 10 images: 4 a row, 3 rows
+        singles = sorted(f for f in os.listdir(outdir) if f != "samples.png")
+        assert singles == [f"{k:06d}.png" for k in range(10)]
+        with Image.open(outdir / "000000.png") as image:
+            assert image.size == (32, 32) and image.mode == "RGB"
+    # same seed, same images, whichever file they came from; another seed, others
+    assert (tmp_path / "checkpoint.pt" / "samples.png").read_bytes() == \
+        (tmp_path / "netG.pt" / "samples.png").read_bytes()
+    run(["generate", "--checkpoint", str(tmp_path / "out" / "netG.pt"), "--outdir",
+         str(tmp_path / "other"), "--num-samples", "10", "--seed", "4"])
+    assert (tmp_path / "other" / "samples.png").read_bytes() != \
+        (tmp_path / "netG.pt" / "samples.png").read_bytes()
+
+
+def test_generate_interpolation_walks_between_two_faces(tiny, tmp_path, capsys):
+    assert run(tiny("out", "--max-iters", "1")) == 0
+    status, out, err = run(["generate", "--checkpoint", str(tmp_path / "out" / "checkpoint.pt"),
+                            "--interpolate", "--rows", "3", "--steps", "5"], capsys)
+    assert status == 0, err
+    path = tmp_path / "out" / "samples" / "interpolation.png"
+    with Image.open(path) as grid:
+        assert grid.size == (5 * 34 + 2, 3 * 34 + 2)
+    a, b = torch.randn(3, 8, 1, 1), torch.randn(3, 8, 1, 1)
+    assert torch.allclose(dcgan.slerp(a, b, 0.0), a, atol=1e-6)
+    assert torch.allclose(dcgan.slerp(a, b, 1.0), b, atol=1e-6)
+    middle = dcgan.slerp(a, b, 0.5).flatten(1)
+    # spherical: the midpoint keeps the endpoints' norm when they have the same norm
+    same_norm_b = b / b.flatten(1).norm(dim=1)[:, None, None, None] * a.flatten(1).norm(dim=1)[:, None, None, None]
+    assert torch.allclose(dcgan.slerp(a, same_norm_b, 0.5).flatten(1).norm(dim=1),
+                          a.flatten(1).norm(dim=1), atol=1e-5)
+    assert middle.shape == (3, 8)
+
+
+def test_tutorial_style_state_dicts_load_for_generate(tmp_path, capsys):
+    """netG saved by the tutorial with --ngpu > 1 (nn.DataParallel) has 'module.' keys."""
+    netG = dcgan.Generator(nz=8, ngf=4, image_size=64)
+    torch.save({f"module.{k}": v for k, v in netG.state_dict().items()}, tmp_path / "dp.pt")
+    status, out, err = run(["generate", "--checkpoint", str(tmp_path / "dp.pt"),
+                            "--num-samples", "4"], capsys)
+    assert status == 0, err
+    with Image.open(tmp_path / "samples" / "samples.png") as grid:
+        assert grid.size == (2 * 66 + 2, 2 * 66 + 2)

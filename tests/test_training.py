@@ -1,0 +1,226 @@
+"""Training: the outputs, the tutorial's numbers, and what a step touches."""
+import copy
+import json
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.optim as optim
+from PIL import Image
+
+import dcgan
+from conftest import make_images, read_metrics, run
+from tutorial_reference import run_tutorial
+
+
+def test_smoke_run_writes_every_output(tiny, tmp_path, capsys):
+    status, out, err = run(tiny(), capsys)
+    assert status == 0, err
+    outdir = tmp_path / "out"
+    # 20 images, batch 8: 3 batches an epoch, 6 iterations; stats lines at batches 0 and 2
+    assert out.count("Loss_D:") == 4
+    assert "Random Seed:  999" in out and "Starting Training Loop..." in out
+    assert "Generator(" in out and "Discriminator(" in out
+    rows = read_metrics(outdir / "metrics.csv")
+    assert [r["iteration"] for r in rows] == list(range(6))
+    assert [r["epoch"] for r in rows] == [0, 0, 0, 1, 1, 1]
+    assert all(torch.isfinite(torch.tensor(list(r.values()))).all() for r in rows)
+    sizes = {"training_images.png": (800, 800), "loss_curve.png": (1000, 500),
+             "real_vs_fake.png": (1500, 1500)}
+    for name, size in sizes.items():
+        with Image.open(outdir / name) as image:
+            assert image.size == size
+    # grids every 4 iterations and at the last one: 0, 4, 5; 8 x 8 images of 32 px, padding 2
+    grids = sorted(os.listdir(outdir / "progress"))
+    assert grids == ["iter_0000000.png", "iter_0000004.png", "iter_0000005.png"]
+    for name in grids:
+        with Image.open(outdir / "progress" / name) as image:
+            assert image.size == (8 * 34 + 2, 8 * 34 + 2)
+    with Image.open(outdir / "progress.gif") as gif:
+        assert gif.n_frames == 3
+    config = json.loads((outdir / "config.json").read_text())
+    assert config["image_size"] == 32 and config["batch_size"] == 8 and config["lr"] == 0.0002
+    netG = dcgan.Generator(nz=8, ngf=4, image_size=32)
+    netG.load_state_dict(torch.load(outdir / "netG.pt", weights_only=True))
+    netD = dcgan.Discriminator(ndf=4, image_size=32)
+    netD.load_state_dict(torch.load(outdir / "netD.pt", weights_only=True))
+
+
+@pytest.mark.parametrize("flags", [[], ["--no-cache"], ["--no-cache", "--workers", "2"]],
+                         ids=["cache", "no-cache", "no-cache-2-workers"])
+def test_same_numbers_as_the_tutorials_code(tmp_path, faces, flags):
+    """The tutorial's own program and dcgan.py, same seed, same images: equal numbers."""
+    iters = 6
+    expected, tutG, tutD, _, _ = run_tutorial(faces, iters, nz=8, ngf=4, ndf=4, batch_size=8)
+    argv = ["--dataroot", faces, "--outdir", str(tmp_path / "out"), "--cache-dir",
+            str(tmp_path / "cache"), "--nz", "8", "--ngf", "4", "--ndf", "4",
+            "--batch-size", "8", "--max-iters", str(iters), *flags]
+    assert run(argv) == 0
+    rows = read_metrics(tmp_path / "out" / "metrics.csv")
+    got = [(r["Loss_D"], r["Loss_G"], r["D_x"], r["D_G_z1"], r["D_G_z2"]) for r in rows]
+    assert got == expected
+    for ours, theirs in (("netG.pt", tutG), ("netD.pt", tutD)):
+        state = torch.load(tmp_path / "out" / ours, weights_only=True)
+        for key, value in theirs.state_dict().items():
+            if "running" in key or "num_batches" in key:
+                continue  # the fixed-noise grids also update G's BatchNorm statistics
+            assert torch.equal(state[key], value), key
+
+
+def test_stats_line_has_the_tutorials_format():
+    line = dcgan.stats_line(0, 5, 50, 63, [0.24551, 16.77433, 0.924, 0.00001, 0.0])
+    assert line == "[0/5][50/63]\tLoss_D: 0.2455\tLoss_G: 16.7743\tD(x): 0.9240\tD(G(z)): 0.0000 / 0.0000"
+
+
+def test_same_seed_gives_identical_metrics(tiny):
+    assert run(tiny("a")) == 0
+    assert run(tiny("b")) == 0
+    first = read_metrics(tiny("a")[3] + "/metrics.csv")
+    assert first == read_metrics(tiny("b")[3] + "/metrics.csv")
+    assert run(tiny("c", "--seed", "1")) == 0
+    assert read_metrics(tiny("c")[3] + "/metrics.csv") != first
+
+
+def test_cache_gives_the_tutorial_pipelines_pixels(faces, tmp_path):
+    images = dcgan.make_dataset(faces, 32, 3)
+    pixels = dcgan.load_pixel_cache(images, 32, 3, str(tmp_path), workers=0)
+    cpu = torch.device("cpu")
+    torch.manual_seed(5)
+    cached = dcgan.Batches(images, pixels, 8, 0, cpu).first()
+    torch.manual_seed(5)
+    decoded = dcgan.Batches(images, None, 8, 0, cpu).first()
+    assert cached.dtype == decoded.dtype == torch.float32
+    assert torch.equal(cached, decoded)
+    everything = torch.stack([images[i] for i in range(len(images))])
+    assert torch.equal(dcgan.Batches(images, pixels, 8, 0, cpu).normalize(pixels.float().div(255)), everything)
+
+
+def test_cache_is_reused_and_rebuilt_when_the_files_change(tmp_path, capsys):
+    root = make_images(tmp_path / "data" / "img_align_celeba", 5)
+    images = dcgan.make_dataset(str(tmp_path / "data"), 32, 3)
+    dcgan.load_pixel_cache(images, 32, 3, str(tmp_path / "cache"), workers=0)
+    assert "Decoded 5 images" in capsys.readouterr().out
+    dcgan.load_pixel_cache(images, 32, 3, str(tmp_path / "cache"), workers=0)
+    assert "Decoded" not in capsys.readouterr().out
+    make_images(root, 1, seed=9)  # rewrites 000000.jpg with other pixels
+    os.utime(root / "000000.jpg", ns=(1, 1))
+    images = dcgan.make_dataset(str(tmp_path / "data"), 32, 3)
+    pixels = dcgan.load_pixel_cache(images, 32, 3, str(tmp_path / "cache"), workers=0)
+    assert "Decoded 5 images" in capsys.readouterr().out
+    assert torch.equal(pixels[0].float().div(255).sub(0.5).div(0.5), images[0])
+
+
+def tiny_gan(seed=0):
+    torch.manual_seed(seed)
+    netG = dcgan.Generator(nz=8, ngf=4, image_size=32)
+    netD = dcgan.Discriminator(ndf=4, image_size=32)
+    netG.apply(dcgan.weights_init)
+    netD.apply(dcgan.weights_init)
+    optG = optim.Adam(netG.parameters(), lr=0.0002, betas=(0.5, 0.999))
+    optD = optim.Adam(netD.parameters(), lr=0.0002, betas=(0.5, 0.999))
+    return netG, netD, optG, optD
+
+
+def params(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_d_step_leaves_g_alone_and_g_step_leaves_d_alone():
+    netG, netD, optG, optD = tiny_gan()
+    real, noise = torch.randn(8, 3, 32, 32), torch.randn(8, 8, 1, 1)
+    g0, d0 = params(netG), params(netD)
+    fake, *_ = dcgan.d_step(netG, netD, optD, nn.BCELoss(), real, noise)
+    assert all(torch.equal(a, b) for a, b in zip(params(netG), g0))
+    assert not all(torch.equal(a, b) for a, b in zip(params(netD), d0))
+    d1 = params(netD)
+    d_grads = [p.grad.clone() for p in netD.parameters()]
+    dcgan.g_step(netG, netD, optG, nn.BCELoss(), fake)
+    assert all(torch.equal(a, b) for a, b in zip(params(netD), d1))
+    assert not all(torch.equal(a, b) for a, b in zip(params(netG), g0))
+    # G's loss put no gradient into D (the tutorial's thrown-away work is skipped) ...
+    assert all(torch.equal(p.grad, g) for p, g in zip(netD.parameters(), d_grads))
+    assert all(p.requires_grad for p in netD.parameters())
+
+
+def test_freezing_d_in_the_g_step_changes_no_number():
+    netG, netD, optG, optD = tiny_gan()
+    twinG, twinD = copy.deepcopy(netG), copy.deepcopy(netD)
+    twin_optG = optim.Adam(twinG.parameters(), lr=0.0002, betas=(0.5, 0.999))
+    real, noise = torch.randn(8, 3, 32, 32), torch.randn(8, 8, 1, 1)
+    fake, *_ = dcgan.d_step(netG, netD, optD, nn.BCELoss(), real, noise)
+    twinD.load_state_dict(netD.state_dict())
+    twin_fake = twinG(noise)
+    dcgan.g_step(netG, netD, optG, nn.BCELoss(), fake)
+    # ... the tutorial's way: D's weights take part in the backward pass
+    twinG.zero_grad()
+    loss = nn.BCELoss()(twinD(twin_fake).view(-1), torch.ones(8))
+    loss.backward()
+    twin_optG.step()
+    assert all(torch.equal(a, b) for a, b in zip(params(netG), params(twinG)))
+
+
+def test_flat_folder_grayscale_and_rgba_images_train(tmp_path, tiny, capsys):
+    flat = tmp_path / "flat"
+    make_images(flat, 6, mode="L")
+    make_images(flat / "more", 2, mode="RGBA", seed=1)  # below the root: included too
+    make_images(tmp_path / "extra", 4, seed=2)
+    for name in os.listdir(tmp_path / "extra"):
+        os.rename(tmp_path / "extra" / name, flat / f"x{name}")
+    images = dcgan.make_dataset(str(flat), 32, 3)
+    assert len(images) == 12 and images[0].shape == (3, 32, 32)
+    assert dcgan.make_dataset(str(flat), 32, 1)[0].shape == (1, 32, 32)
+    status, out, err = run(tiny("gray", "--nc", "1", "--max-iters", "2", dataroot=str(flat)), capsys)
+    assert status == 0, err
+    with Image.open(tmp_path / "gray" / "progress" / "iter_0000000.png") as image:
+        assert image.mode == "RGB" and image.size == (274, 274)
+
+
+def test_unreadable_images_are_skipped_and_named(tmp_path, tiny, capsys):
+    root = tmp_path / "broken"
+    make_images(root / "img_align_celeba", 10)
+    (root / "img_align_celeba" / "000003.jpg").write_bytes(b"not a jpeg at all")
+    good = (root / "img_align_celeba" / "000004.jpg").read_bytes()
+    (root / "img_align_celeba" / "000004.jpg").write_bytes(good[: len(good) // 2])
+    for flags in ([], ["--no-cache"]):
+        status, out, err = run(tiny(f"b{len(flags)}", "--max-iters", "2", *flags,
+                                    dataroot=str(root)), capsys)
+        assert status == 0, err
+        assert "warning: skipping unreadable image" in err
+        assert "000003.jpg" in err and "000004.jpg" in err
+        assert "Traceback" not in err
+    # the cache holds the 8 good images and lists the others
+    info = [f for f in os.listdir(tmp_path / "cache") if f.startswith("faces-10-") and f.endswith(".json")]
+    skipped = json.loads((tmp_path / "cache" / info[0]).read_text())["skipped"]
+    assert [os.path.basename(p) for p in skipped] == ["000003.jpg", "000004.jpg"]
+
+
+def test_amp_falls_back_on_cpu_with_a_notice(tiny, capsys):
+    status, out, err = run(tiny("amp", "--amp", "--max-iters", "1"), capsys)
+    assert status == 0
+    assert "note: --amp uses bf16 autocast on CUDA only; training in float32 on cpu" in out
+
+
+def test_channels_last_and_logits_paths_train(tiny, tmp_path):
+    assert run(tiny("cl", "--channels-last", "--max-iters", "3")) == 0
+    rows = read_metrics(tmp_path / "cl" / "metrics.csv")
+    assert len(rows) == 3
+    # the logits path of --amp: same function as Sigmoid + BCELoss, up to rounding
+    netG, netD, optG, optD = tiny_gan()
+    real, noise = torch.randn(8, 3, 32, 32), torch.randn(8, 8, 1, 1)
+    with torch.no_grad():
+        probs = netD(real).view(-1)
+        logits = nn.Sequential(*netD.main[:-1])(real).view(-1)
+    assert torch.allclose(nn.BCELoss()(probs, torch.ones(8)),
+                          nn.BCEWithLogitsLoss()(logits, torch.ones(8)), atol=1e-6)
+    assert torch.allclose(dcgan.mean_probability(logits, True), probs.mean(), atol=1e-7)
+
+
+def test_max_iters_stops_early_and_still_writes_everything(tiny, tmp_path):
+    assert run(tiny("short", "--max-iters", "2")) == 0
+    outdir = tmp_path / "short"
+    assert len(read_metrics(outdir / "metrics.csv")) == 2
+    assert sorted(os.listdir(outdir / "progress")) == ["iter_0000000.png", "iter_0000001.png"]
+    for name in ("netG.pt", "netD.pt", "loss_curve.png", "progress.gif", "real_vs_fake.png",
+                 "training_images.png", "checkpoint.pt", "config.json"):
+        assert (outdir / name).exists(), name
