@@ -15,7 +15,8 @@ figures, metrics, sampling, entry point.
 """
 import argparse
 import copy
-import csv
+import ctypes
+import dataclasses
 import datetime
 import functools
 import hashlib
@@ -28,6 +29,7 @@ import signal
 import sys
 import tempfile
 import time
+from typing import Optional
 
 import numpy as np
 import torch
@@ -362,6 +364,19 @@ def setup_distributed(args):
     return rank, world_size, device
 
 
+def keep_freed_memory():
+    """glibc hands every large freed block (each activation, each iteration) back to the
+    kernel, and the next iteration page-faults it in again: a fifth of a CPU training step
+    here. Raising its mmap and trim thresholds keeps that memory in the process. Changes
+    no number; does nothing where the C library is not glibc."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError):
+        return
+    mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: serve blocks up to 1 GiB from the heap
+    mallopt(-1, 2 ** 31 - 1)  # M_TRIM_THRESHOLD (a C int): keep up to 2 GiB of free heap
+
+
 def print_config(args, device, world_size):
     print("Configuration:")
     for key, value in vars(args).items():
@@ -591,7 +606,6 @@ class Batches:
         self.index_loader = torch.utils.data.DataLoader(
             range(count), batch_size=batch_size // world_size,
             shuffle=self.sampler is None, sampler=self.sampler)
-        self.normalize = images.transform.transforms[-1]  # the tutorial's Normalize
         self.pixels = pixels
         if pixels is not None and device.type == "cuda" and fits_on_gpu(pixels, device):
             self.pixels = pixels.to(device)  # the whole dataset on the GPU: no host copies
@@ -619,11 +633,11 @@ class Batches:
             sizes = [len(b) for b in index_batches]
             index_batches = torch.cat(index_batches).to(self.pixels.device).split(sizes)
         for indices in index_batches:
-            batch = self.pixels[indices]
+            batch = self.pixels.index_select(0, indices)
             if batch.device != self.device:
                 batch = batch.pin_memory() if self.device.type == "cuda" else batch
                 batch = batch.to(self.device, non_blocking=True)
-            yield self._finish(self.normalize(batch.float().div(255)))
+            yield self._finish(normalize_pixels(batch))
 
     def _decode(self, index_batches):
         loader = torch.utils.data.DataLoader(
@@ -637,6 +651,13 @@ class Batches:
 
     def _finish(self, batch):
         return batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
+
+
+def normalize_pixels(pixels):
+    """uint8 pixels to the model's input: the arithmetic of the tutorial's ToTensor
+    (x / 255) and Normalize(0.5, 0.5) ((x - 0.5) / 0.5), done in place, on the device;
+    the results are bit-identical."""
+    return pixels.to(torch.float32).div_(255).sub_(0.5).div_(0.5)
 
 
 def fits_on_gpu(tensor, device):
@@ -763,7 +784,7 @@ def prepare_for_training(model, args, device, world_size, logits=False):
     parameters, the state dict and the tutorial's layout."""
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
-    if args.sync_bn and world_size > 1:
+    if args.sync_bn and world_size > 1 and device.type == "cuda":
         nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces layers in place
     net = Autocast(model, device.type, logits) if args.amp and amp_supported(device) else model
     if args.compile:
@@ -902,7 +923,7 @@ class Metrics:
         self.pending = []
         for row in new:
             if not all(math.isfinite(x) for x in row[2:7]):
-                raise Diverged(row[1], row)
+                raise Diverged(row[1])
         self.rows += new
         if self.write:
             with open(self.path, "a", newline="") as f:
@@ -914,10 +935,12 @@ class Metrics:
         return "".join(",".join(str(x) for x in row) + "\n" for row in rows)
 
 
-class Diverged(UserError):
-    def __init__(self, iteration, row):
+class Diverged(Exception):
+    """A loss or D output became NaN or infinite at `iteration`."""
+
+    def __init__(self, iteration):
         super().__init__(iteration)
-        self.iteration, self.row = iteration, row
+        self.iteration = iteration
 
 
 def fixed_noise_grid(netG, fixed_noise):
@@ -981,6 +1004,63 @@ def check_outdir(outdir, resuming):
                         f"(or after deleting {existing})")
 
 
+def announce_fallbacks(args, device, world_size, log):
+    """One line for each asked-for feature that this device or job cannot give."""
+    if args.amp and not amp_supported(device):
+        log(f"note: --amp uses bf16 autocast on CUDA only; training in float32 on {device}")
+    if args.sync_bn and world_size == 1:
+        log("note: --sync-bn matters only under torchrun with several processes")
+    elif args.sync_bn and device.type != "cuda":
+        log(f"note: --sync-bn needs CUDA (SyncBatchNorm); BatchNorm statistics stay per "
+            f"process on {device.type}")
+
+
+def load_data(args, device, rank, world_size):
+    """The dataset, its decode-once cache (built by rank 0 while the others wait) and the
+    source of training batches."""
+    if args.download and rank == 0:
+        download_celeba(args.dataroot)
+    barrier(world_size)
+    images = make_dataset(args.dataroot, args.image_size, args.nc)
+    pixels = None
+    if not args.no_cache:
+        pixels = load_pixel_cache(images, args.image_size, args.nc, args.cache_dir,
+                                  args.workers, build=rank == 0)
+        barrier(world_size)
+        if pixels is None:
+            pixels = load_pixel_cache(images, args.image_size, args.nc, args.cache_dir,
+                                      args.workers)
+    batches = Batches(images, pixels, args.batch_size, args.workers, device, rank,
+                      world_size, args.seed, args.channels_last)
+    return images, pixels, batches
+
+
+@dataclasses.dataclass
+class TrainingState:
+    """What the training loop changes and a checkpoint holds, besides the configuration.
+    The position is that of the next batch to train."""
+    netG: nn.Module
+    netD: nn.Module
+    optimizerG: optim.Optimizer
+    optimizerD: optim.Optimizer
+    ema: Optional[nn.Module]
+    fixed_noise: torch.Tensor
+    metrics: "Metrics"
+    grids: list = dataclasses.field(default_factory=list)  # (iteration, uint8 grid)
+    evals: list = dataclasses.field(default_factory=list)  # SWD rows
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    iteration: int = 0
+    epoch_rng: Optional[torch.Tensor] = None  # CPU RNG state before this epoch's shuffle
+    resume_rng: Optional[dict] = None  # RNG states to continue with after that shuffle
+    elapsed: float = 0.0  # training seconds before this process started
+    started: float = dataclasses.field(default_factory=time.time)
+
+    def seconds(self):
+        """Training seconds so far, earlier processes of a resumed run included."""
+        return self.elapsed + time.time() - self.started
+
+
 def train(args, checkpoint=None):
     """The tutorial's program: data, models, the training loop and its figures.
     Returns the exit status (0, or 128 + signal number when stopped by a signal)."""
@@ -988,22 +1068,18 @@ def train(args, checkpoint=None):
     writes = rank == 0  # only rank 0 prints, draws figures and writes files
     out = functools.partial(os.path.join, args.outdir)
     log = print if writes else (lambda *a, **k: None)
-    if args.checkpoint_every is None:
-        args.checkpoint_every = args.sample_every
-    if args.cache_dir is None:
-        args.cache_dir = default_cache_dir()
+    args.checkpoint_every = args.checkpoint_every or args.sample_every
+    args.cache_dir = args.cache_dir or default_cache_dir()
     use_amp = args.amp and amp_supported(device)
-    if args.amp and not use_amp:
-        log(f"note: --amp uses bf16 autocast on CUDA only; training in float32 on {device}")
-    if args.sync_bn and world_size == 1:
-        log("note: --sync-bn matters only under torchrun with several processes")
+    if device.type == "cpu":
+        keep_freed_memory()
     tensorboard = None
     if writes:
         check_outdir(args.outdir, resuming=checkpoint is not None)
-        if args.tensorboard:
-            tensorboard = open_tensorboard(out("tensorboard"))
+        tensorboard = open_tensorboard(out("tensorboard")) if args.tensorboard else None
         print_config(args, device, world_size)
         atomic_write(out("config.json"), lambda f: f.write(json.dumps(vars(args), indent=2).encode()))
+    announce_fallbacks(args, device, world_size, log)
 
     # Set random seed for reproducibility (one stream per rank: their noise must differ)
     log("Random Seed: ", args.seed)
@@ -1011,22 +1087,7 @@ def train(args, checkpoint=None):
     torch.manual_seed(args.seed + rank)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-
-    # Data
-    if args.download and writes:
-        download_celeba(args.dataroot)
-    barrier(world_size)
-    images = make_dataset(args.dataroot, args.image_size, args.nc)
-    pixels = None
-    if not args.no_cache:
-        pixels = load_pixel_cache(images, args.image_size, args.nc, args.cache_dir,
-                                  args.workers, build=writes)
-        barrier(world_size)
-        if pixels is None:
-            pixels = load_pixel_cache(images, args.image_size, args.nc, args.cache_dir,
-                                      args.workers)
-    batches = Batches(images, pixels, args.batch_size, args.workers, device, rank,
-                      world_size, args.seed, args.channels_last)
+    images, pixels, batches = load_data(args, device, rank, world_size)
     # Plot some training images
     real_batch = batches.first()
     if writes:
@@ -1041,136 +1102,130 @@ def train(args, checkpoint=None):
     fixed_noise = torch.randn(64, args.nz, 1, 1, device=device)
     if world_size > 1:  # every rank draws the grids (SyncBatchNorm needs them all): same noise
         dist.broadcast(fixed_noise, 0)
-    optimizerD = optim.Adam(netD.parameters(), lr=args.lr, betas=(args.beta1, 0.999))
-    optimizerG = optim.Adam(netG.parameters(), lr=args.lr, betas=(args.beta1, 0.999))
-    ema = copy.deepcopy(netG).requires_grad_(False) if args.ema is not None else None
-
-    state = {"epoch": 0, "batch_in_epoch": 0, "iteration": 0, "rows": [], "grids": [],
-             "evals": [], "elapsed": 0.0}
+    state = TrainingState(
+        netG, netD,
+        optimizerG=optim.Adam(netG.parameters(), lr=args.lr, betas=(args.beta1, 0.999)),
+        optimizerD=optim.Adam(netD.parameters(), lr=args.lr, betas=(args.beta1, 0.999)),
+        ema=copy.deepcopy(netG).requires_grad_(False) if args.ema is not None else None,
+        fixed_noise=fixed_noise, metrics=None)
     if checkpoint is not None:
-        state = restore_training(checkpoint, args, device, netG, netD, optimizerG,
-                                 optimizerD, ema, fixed_noise, len(batches), world_size, rank, log)
+        restore_training(state, checkpoint, args, device, len(batches), world_size, rank, log)
+    state.metrics = Metrics(out("metrics.csv"), checkpoint["metrics"] if checkpoint else [],
+                            write=writes)
     trainG = prepare_for_training(netG, args, device, world_size)
     trainD = prepare_for_training(netD, args, device, world_size, logits=use_amp)
-    sampleG = ema if ema is not None else netG  # figures, samples and SWD use this G
-
-    evaluator = None
-    if args.eval_every and writes:
-        evaluator = SWDEvaluator(images, pixels, args, device, log)
-    metrics = Metrics(out("metrics.csv"), state["rows"], write=writes)
-    grids, evals = state["grids"], state["evals"]
+    sampleG = state.ema if state.ema is not None else netG  # figures, samples, SWD use it
+    evaluator = SWDEvaluator(images, pixels, args, device) if args.eval_every and writes else None
     if writes:
-        write_eval_csv(out("eval.csv"), evals)
+        write_eval_csv(out("eval.csv"), state.evals)
 
     num_batches = len(batches)
     total = args.num_epochs * num_batches
     last_iteration = min(total, args.max_iters or total) - 1
-    iters, start_epoch, start_batch = state["iteration"], state["epoch"], state["batch_in_epoch"]
-    if iters > last_iteration:
-        log(f"Nothing to train: the run already has {iters} iterations; raise --num-epochs "
-            "or --max-iters to train longer")
-    epoch_rng = state.get("epoch_rng")
-    started, elapsed_before = time.time(), state["elapsed"]
-    status = 0
+    if state.iteration > last_iteration:
+        log(f"Nothing to train: the run already has {state.iteration} iterations; raise "
+            "--num-epochs or --max-iters to train longer")
+    checkpoint_path = out("checkpoint.pt")
+
+    def save():
+        save_training(checkpoint_path, args, state, num_batches, world_size, writes)
+
     # Training Loop
     log("Starting Training Loop...")
-    bar = tqdm(total=total, initial=iters, unit="img", unit_scale=args.batch_size,
+    bar = tqdm(total=total, initial=state.iteration, unit="img", unit_scale=args.batch_size,
                dynamic_ncols=True, disable=None if writes else True)
     with StopRequest() as stop:
         try:
-            for epoch in range(start_epoch, args.num_epochs):
-                if iters > last_iteration:
+            for epoch in range(state.epoch, args.num_epochs):
+                if state.iteration > last_iteration:
                     break
-                # The epoch's shuffle: on resume, redrawn from the epoch's saved RNG state.
-                if epoch_rng is not None:
-                    torch.set_rng_state(epoch_rng)
-                epoch_rng = torch.get_rng_state()
-                data = batches.epoch(epoch, start_batch)
-                if state.get("rng") is not None:  # resumed mid-epoch: continue its streams
-                    set_rng_states(state.pop("rng"))
-                epoch_start, epoch_iters = time.time(), 0
-                for i, real in enumerate(data, start_batch):
+                data = start_epoch(batches, state, epoch)
+                epoch_started, first_batch = time.time(), state.batch_in_epoch
+                for i, real in enumerate(data, first_batch):
+                    iters = state.iteration
                     try:
-                        stats = train_step(trainG, trainD, optimizerG, optimizerD, criterion,
-                                           real, args.nz, logits=use_amp)
+                        stats = train_step(trainG, trainD, state.optimizerG, state.optimizerD,
+                                           criterion, real, args.nz, logits=use_amp)
                     except RuntimeError as error:
                         if "between 0 and 1" not in str(error):
                             raise
-                        raise Diverged(iters, None) from None  # BCELoss refused a NaN output
-                    if ema is not None:
-                        update_ema(ema, netG, args.ema)
-                    metrics.record(epoch, iters, stats, elapsed_before + time.time() - started)
+                        raise Diverged(iters) from None  # BCELoss refused a NaN from D
+                    if state.ema is not None:
+                        update_ema(state.ema, netG, args.ema)
+                    state.metrics.record(epoch, iters, stats, state.seconds())
+                    state.iteration, state.batch_in_epoch = iters + 1, i + 1
                     bar.update(1)
-                    epoch_iters += 1
                     last = iters == last_iteration
                     # Output training stats
                     if i % args.log_every == 0 or last:
-                        rows = metrics.flush()
+                        rows = state.metrics.flush()
                         if writes and i % args.log_every == 0:
                             bar.write(stats_line(epoch, args.num_epochs, i, num_batches, rows[-1][2:7]))
                         if tensorboard:
                             log_scalars(tensorboard, rows)
                     # Check how the generator is doing by saving G's output on fixed_noise
                     if iters % args.sample_every == 0 or last:
-                        grids.append((iters, fixed_noise_grid(sampleG, fixed_noise)))
+                        state.grids.append((iters, fixed_noise_grid(sampleG, fixed_noise)))
                         if writes:
-                            save_grid(grids[-1][1], out("progress", f"iter_{iters:07d}.png"))
+                            save_grid(state.grids[-1][1], out("progress", f"iter_{iters:07d}.png"))
                         if tensorboard:
-                            tensorboard.add_image("fixed_noise", grids[-1][1], iters)
+                            tensorboard.add_image("fixed_noise", state.grids[-1][1], iters)
                     if evaluator and (iters % args.eval_every == 0 or last):
-                        evals.append(evaluator.evaluate(sampleG, iters))
-                        write_eval_csv(out("eval.csv"), evals)
+                        state.evals.append(evaluator.evaluate(sampleG, iters))
+                        write_eval_csv(out("eval.csv"), state.evals)
                         if tensorboard:
-                            tensorboard.add_scalar("swd_avg", evals[-1]["swd_avg"], iters)
-                    iters += 1
+                            tensorboard.add_scalar("swd_avg", state.evals[-1]["swd_avg"], iters)
                     # Under torchrun the ranks agree on stopping where they synchronise anyway.
                     if world_size == 1 or i % args.log_every == 0:
                         stop.agree(world_size, device)
-                    stopping = last or stop.stopping
-                    if stopping or (iters - 1) % args.checkpoint_every == 0:
-                        save_training(out("checkpoint.pt"), args, netG, netD, optimizerG,
-                                      optimizerD, ema, fixed_noise, metrics, grids, evals,
-                                      epoch, i + 1, iters, num_batches, world_size, epoch_rng,
-                                      elapsed_before + time.time() - started, writes)
-                    if stopping:
+                    if last or stop.stopping or iters % args.checkpoint_every == 0:
+                        save()
+                    if last or stop.stopping:
                         break
                 if writes and bar.disable:  # no progress bar (not a terminal): a summary line
-                    took = time.time() - epoch_start
-                    print(f"epoch {epoch}/{args.num_epochs}: {epoch_iters} iterations in "
-                          f"{took:.0f} s, {epoch_iters * args.batch_size / max(took, 1e-9):.1f} "
-                          "images/s", file=sys.stderr)
-                if stop.stopping or iters > last_iteration:
+                    done, took = state.batch_in_epoch - first_batch, time.time() - epoch_started
+                    print(f"epoch {epoch}/{args.num_epochs}: {done} iterations in {took:.0f} s, "
+                          f"{done * args.batch_size / max(took, 1e-9):.1f} images/s", file=sys.stderr)
+                if stop.stopping or state.iteration > last_iteration:
                     break
-                start_batch, epoch_rng = 0, None
-                save_training(out("checkpoint.pt"), args, netG, netD, optimizerG, optimizerD,
-                              ema, fixed_noise, metrics, grids, evals, epoch + 1, 0, iters,
-                              num_batches, world_size, None,
-                              elapsed_before + time.time() - started, writes)
+                state.epoch, state.batch_in_epoch, state.epoch_rng = epoch + 1, 0, None
+                save()
         except Diverged as error:
             bar.close()
             raise UserError(
                 f"training diverged at iteration {error.iteration}: a loss or D output "
-                "became NaN or infinite; the last good checkpoint, "
-                f"{out('checkpoint.pt')}, is intact; resume from it with a lower --lr") from None
+                f"became NaN or infinite; the last good checkpoint, {checkpoint_path}, is "
+                "intact; resume from it with a lower --lr") from None
         bar.close()
-        if stop.stopping:
-            log(f"Stopped by {signal.Signals(stop.signum).name} after iteration {iters}; "
-                f"checkpoint written to {out('checkpoint.pt')}. Resume with: "
-                f"python dcgan.py --resume {out('checkpoint.pt')}")
-            status = 128 + stop.signum
-
-    if writes and status == 0:
-        torch.save(netG.state_dict(), out("netG.pt"))
-        torch.save(netD.state_dict(), out("netD.pt"))
+    if stop.stopping:
+        log(f"Stopped by {signal.Signals(stop.signum).name} after iteration {state.iteration}; "
+            f"checkpoint written to {checkpoint_path}. Resume with: "
+            f"python dcgan.py --resume {checkpoint_path}")
+    elif writes:
+        for name, net in (("netG.pt", netG), ("netD.pt", netD)):
+            atomic_write(out(name), lambda f: torch.save(net.state_dict(), f))
         # Grab a batch of real images from the dataloader (a new draw, as the tutorial's)
         real_batch = batches.first()
-        save_figures(args.outdir, metrics.rows, grids, real_batch, evals)
+        save_figures(args.outdir, state.metrics.rows, state.grids, real_batch, state.evals)
         log(f"Wrote {args.outdir}: netG.pt, netD.pt, metrics.csv, figures")
     if tensorboard:
         tensorboard.close()
     if world_size > 1:
         dist.destroy_process_group()
-    return status
+    return 128 + stop.signum if stop.stopping else 0
+
+
+def start_epoch(batches, state, epoch):
+    """Draws the epoch's shuffle (the tutorial's draws at the start of an epoch); a resumed
+    run redraws it from the epoch's saved RNG state, then continues its saved streams."""
+    if state.epoch_rng is not None:
+        torch.set_rng_state(state.epoch_rng)
+    state.epoch_rng = torch.get_rng_state()
+    data = batches.epoch(epoch, state.batch_in_epoch)
+    if state.resume_rng is not None:
+        set_rng_states(state.resume_rng)
+        state.resume_rng = None
+    return data
 
 
 def barrier(world_size):
@@ -1257,30 +1312,29 @@ def gather(obj, world_size):
     return objects
 
 
-def save_training(path, args, netG, netD, optimizerG, optimizerD, ema, fixed_noise,
-                  metrics, grids, evals, epoch, batch_in_epoch, iteration, num_batches,
-                  world_size, epoch_rng, elapsed, writes):
+def save_training(path, args, state, num_batches, world_size, writes):
     """Writes the one checkpoint dict that resumes the run exactly (rank 0 writes it;
     every rank contributes its RNG states)."""
-    metrics.flush()  # the checkpoint's rows and metrics.csv agree
-    device = fixed_noise.device
-    rng = gather(rng_states(device), world_size)
-    epoch_rngs = gather(epoch_rng if epoch_rng is not None else torch.get_rng_state(), world_size)
+    state.metrics.flush()  # the checkpoint's rows and metrics.csv agree
+    rng = gather(rng_states(state.fixed_noise.device), world_size)
+    epoch_rng = gather(state.epoch_rng if state.batch_in_epoch else torch.get_rng_state(),
+                       world_size)
     if not writes:
         return
     checkpoint = {
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
         "config": vars(args),
-        "netG": netG.state_dict(), "netD": netD.state_dict(),
-        "optimizerG": optimizerG.state_dict(), "optimizerD": optimizerD.state_dict(),
-        "ema": ema.state_dict() if ema is not None else None,
-        "epoch": epoch, "batch_in_epoch": batch_in_epoch, "iteration": iteration,
-        "batches_per_epoch": num_batches, "world_size": world_size,
-        "rng": rng, "epoch_rng": epoch_rngs,
-        "fixed_noise": fixed_noise.cpu(),
-        "metrics": metrics.rows,
-        "grids": [grid for _, grid in grids], "grid_iterations": [it for it, _ in grids],
-        "evals": evals, "elapsed": elapsed,
+        "netG": state.netG.state_dict(), "netD": state.netD.state_dict(),
+        "optimizerG": state.optimizerG.state_dict(), "optimizerD": state.optimizerD.state_dict(),
+        "ema": state.ema.state_dict() if state.ema is not None else None,
+        "epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch,
+        "iteration": state.iteration, "batches_per_epoch": num_batches,
+        "world_size": world_size, "rng": rng, "epoch_rng": epoch_rng,
+        "fixed_noise": state.fixed_noise.cpu(),
+        "metrics": state.metrics.rows,
+        "grids": [grid for _, grid in state.grids],
+        "grid_iterations": [it for it, _ in state.grids],
+        "evals": state.evals, "elapsed": state.seconds(),
     }
     try:
         atomic_write(path, lambda f: torch.save(checkpoint, f))
@@ -1317,21 +1371,22 @@ def load_checkpoint(path, device="cpu", flag="--checkpoint"):
     return checkpoint
 
 
-def restore_training(checkpoint, args, device, netG, netD, optimizerG, optimizerD, ema,
-                     fixed_noise, num_batches, world_size, rank, log):
-    """Loads a checkpoint into the freshly built run; returns the loop's position."""
-    netG.load_state_dict(checkpoint["netG"])
-    netD.load_state_dict(checkpoint["netD"])
-    optimizerG.load_state_dict(checkpoint["optimizerG"])
-    optimizerD.load_state_dict(checkpoint["optimizerD"])
-    for optimizer in (optimizerG, optimizerD):  # --lr and --beta1 may change on resume
+def restore_training(state, checkpoint, args, device, num_batches, world_size, rank, log):
+    """Loads a checkpoint into the freshly built training state."""
+    state.netG.load_state_dict(checkpoint["netG"])
+    state.netD.load_state_dict(checkpoint["netD"])
+    state.optimizerG.load_state_dict(checkpoint["optimizerG"])
+    state.optimizerD.load_state_dict(checkpoint["optimizerD"])
+    for optimizer in (state.optimizerG, state.optimizerD):  # --lr, --beta1 may change
         for group in optimizer.param_groups:
             group["lr"], group["betas"] = args.lr, (args.beta1, 0.999)
-    if ema is not None:
-        ema.load_state_dict(checkpoint["ema"] if checkpoint["ema"] is not None else netG.state_dict())
-    fixed_noise.copy_(checkpoint["fixed_noise"])
-    exact = checkpoint["world_size"] == world_size and checkpoint["batches_per_epoch"] == num_batches
-    if exact:
+    if state.ema is not None:  # --ema may be turned on mid-run: it starts from G
+        state.ema.load_state_dict(checkpoint["ema"] or checkpoint["netG"])
+    state.fixed_noise.copy_(checkpoint["fixed_noise"])
+    state.grids = list(zip(checkpoint["grid_iterations"], checkpoint["grids"]))
+    state.evals, state.elapsed, state.started = checkpoint["evals"], checkpoint["elapsed"], time.time()
+    state.iteration = checkpoint["iteration"]
+    if checkpoint["world_size"] == world_size and checkpoint["batches_per_epoch"] == num_batches:
         rng, epoch_rng = checkpoint["rng"][rank], checkpoint["epoch_rng"][rank]
         if rng["device_type"] != device.type:  # CUDA-saved, CPU-loaded: keep the CPU streams
             rng = dict(rng, device=None, device_type=device.type)
@@ -1340,18 +1395,15 @@ def restore_training(checkpoint, args, device, netG, netD, optimizerG, optimizer
             "the run continues, but not as the uninterrupted run would have")
         torch.manual_seed(args.seed + rank + checkpoint["iteration"])
         rng, epoch_rng = rng_states(device), torch.get_rng_state()
-    epoch, batch = checkpoint["epoch"], checkpoint["batch_in_epoch"]
-    if batch >= num_batches:  # saved after an epoch's last batch: the next one starts here
-        epoch, batch = epoch + 1, 0
-    if batch == 0:  # the states precede the epoch's shuffle: restore them before it is drawn
+    state.epoch, state.batch_in_epoch = checkpoint["epoch"], checkpoint["batch_in_epoch"]
+    if state.batch_in_epoch >= num_batches:  # saved after an epoch's last batch
+        state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+    if state.batch_in_epoch == 0:  # the states precede the epoch's shuffle: restore them now
         set_rng_states(rng)
-        rng = epoch_rng = None
-    log(f"Resuming {args.resume} at epoch {epoch}, batch {batch} "
-        f"(iteration {checkpoint['iteration']})")
-    return {"epoch": epoch, "batch_in_epoch": batch, "iteration": checkpoint["iteration"],
-            "rows": checkpoint["metrics"], "evals": checkpoint["evals"],
-            "grids": list(zip(checkpoint["grid_iterations"], checkpoint["grids"])),
-            "elapsed": checkpoint["elapsed"], "rng": rng, "epoch_rng": epoch_rng}
+    else:
+        state.epoch_rng, state.resume_rng = epoch_rng, rng
+    log(f"Resuming {args.resume} at epoch {state.epoch}, batch {state.batch_in_epoch} "
+        f"(iteration {state.iteration})")
 
 
 def generator_from_weights(state_dict, path):
@@ -1399,7 +1451,7 @@ def save_training_images(real_batch, path):
     fig = new_figure((8, 8))
     show_grid(fig.add_subplot(), vutils.make_grid(real_batch[:64].float().cpu(), padding=2,
                                                   normalize=True), "Training Images")
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
 
 
 def save_loss_curve(rows, path):
@@ -1411,7 +1463,7 @@ def save_loss_curve(rows, path):
     ax.set_xlabel("iterations")
     ax.set_ylabel("Loss")
     ax.legend()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
 
 
 def save_grid(grid, path):
@@ -1429,7 +1481,7 @@ def save_real_vs_fake(real_batch, fake_grid, path):
     show_grid(fig.add_subplot(1, 2, 1), vutils.make_grid(real_batch[:64].float().cpu(),
                                                          padding=5, normalize=True), "Real Images")
     show_grid(fig.add_subplot(1, 2, 2), fake_grid, "Fake Images")
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
 
 
 def save_swd_curve(evals, path):
@@ -1443,7 +1495,7 @@ def save_swd_curve(evals, path):
     ax.set_ylabel("SWD x1e3")
     ax.set_yscale("log")
     ax.legend()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
 
 
 def save_figures(outdir, rows, grids, real_batch, evals):
@@ -1501,6 +1553,13 @@ def _standardise(descriptors, channels):
     return ((d - mean) / std).view(len(descriptors), -1)
 
 
+def sort_rows(x):
+    """Each row sorted. On the CPU numpy's vectorised sort gives the same result 3x faster."""
+    if x.device.type == "cpu":
+        return torch.from_numpy(np.sort(x.contiguous().numpy(), axis=1))
+    return torch.sort(x, dim=1).values
+
+
 def sliced_wasserstein(a, b, generator, directions=128, repeats=4):
     """Mean over repeats of the mean |sorted projection of a - sorted projection of b|
     over `directions` random unit directions."""
@@ -1508,8 +1567,7 @@ def sliced_wasserstein(a, b, generator, directions=128, repeats=4):
     for _ in range(repeats):
         dirs = torch.randn(a.shape[1], directions, generator=generator).to(a.device)
         dirs /= dirs.norm(dim=0, keepdim=True)
-        proj_a = torch.sort((a @ dirs).T, dim=1).values
-        proj_b = torch.sort((b @ dirs).T, dim=1).values
+        proj_a, proj_b = sort_rows((a @ dirs).T), sort_rows((b @ dirs).T)
         results.append((proj_a - proj_b).abs().mean().item())
     return sum(results) / repeats
 

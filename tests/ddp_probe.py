@@ -1,0 +1,67 @@
+"""Run by tests/test_distributed.py under torchrun; writes what each rank holds.
+
+    ddp_probe.py train OUT ARGV...   dcgan.main(ARGV); then OUT/rank{R}.pt = the rank's G and D
+    ddp_probe.py d_update OUT FLAGS  one D update of tiny models, each rank on its half of a
+                                     fixed batch of 8; rank 0 writes OUT/d_update.pt
+"""
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.optim as optim
+
+import dcgan
+
+
+def tiny_models(seed=0):
+    torch.manual_seed(seed)
+    netG = dcgan.Generator(nz=8, ngf=4, image_size=32)
+    netD = dcgan.Discriminator(ndf=4, image_size=32)
+    netG.apply(dcgan.weights_init)
+    netD.apply(dcgan.weights_init)
+    return netG, netD
+
+
+def fixed_batch():
+    real = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    noise = torch.randn(8, 8, 1, 1, generator=torch.Generator().manual_seed(2))
+    return real, noise
+
+
+def main():
+    mode, out = sys.argv[1], sys.argv[2]
+    rank = int(os.environ["RANK"])
+    if mode == "train":
+        nets = []
+        step = dcgan.train_step
+
+        def recording_step(netG, netD, *args, **kwargs):
+            if not nets:
+                nets.extend([netG.module, netD.module])
+            return step(netG, netD, *args, **kwargs)
+        dcgan.train_step = recording_step
+        status = dcgan.main(sys.argv[3:])
+        if nets:
+            torch.save({"G": nets[0].state_dict(), "D": nets[1].state_dict()},
+                       os.path.join(out, f"rank{rank}.pt"))
+        sys.exit(status)
+    if mode == "d_update":
+        args = dcgan.get_args_parser().parse_args(sys.argv[3:])
+        rank, world_size, device = dcgan.setup_distributed(args)
+        netG, netD = tiny_models()
+        netG, netD = netG.to(device), netD.to(device)
+        trainD = dcgan.prepare_for_training(netD, args, device, world_size)
+        optimizerD = optim.Adam(netD.parameters(), lr=0.0002, betas=(0.5, 0.999))
+        real, noise = (t.to(device) for t in fixed_batch())
+        half = slice(rank * 4, rank * 4 + 4)
+        dcgan.d_step(netG, trainD, optimizerD, nn.BCELoss(), real[half], noise[half])
+        if rank == 0:
+            torch.save({k: v.cpu() for k, v in netD.state_dict().items()},
+                       os.path.join(out, "d_update.pt"))
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

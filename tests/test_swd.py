@@ -1,0 +1,123 @@
+"""Measuring what the GAN learned: SWD, the EMA generator, evaluation during training."""
+import csv
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import dcgan
+from conftest import read_metrics, run
+
+
+def smooth_faces(n, seed, size=32):
+    """Images from one distribution: random 4x4 colour fields, smoothly upsampled."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, 4, 4, generator=g) * 255
+    return F.interpolate(coarse, size=size, mode="bilinear", align_corners=False).round().to(torch.uint8)
+
+
+def test_swd_of_a_set_against_itself_is_zero():
+    images = smooth_faces(40, 0)
+    result = dcgan.swd(images, images.clone(), seed=1)
+    assert list(result) == [32, 16, "avg"]
+    assert all(value == 0 for value in result.values())
+
+
+def test_same_distribution_scores_near_the_floor_and_noise_far_above():
+    reference, other_half = smooth_faces(300, 0), smooth_faces(300, 1)
+    floor = dcgan.swd(reference, other_half, seed=3)  # two disjoint samples: the floor
+    same = dcgan.swd(reference, smooth_faces(300, 2), seed=3)
+    noise = dcgan.swd(reference, torch.randint(0, 256, reference.shape, dtype=torch.uint8,
+                                               generator=torch.Generator().manual_seed(2)), seed=3)
+    assert 0.6 * floor["avg"] < same["avg"] < 1.6 * floor["avg"]
+    assert noise["avg"] > 4 * floor["avg"]
+
+
+def test_swd_is_repeatable_with_its_seed():
+    a, b = smooth_faces(30, 0), smooth_faces(30, 1)
+    assert dcgan.swd(a, b, seed=5) == dcgan.swd(a, b, seed=5)
+    assert dcgan.swd(a, b, seed=5) != dcgan.swd(a, b, seed=6)
+
+
+def test_swd_needs_sets_of_the_same_shape():
+    with pytest.raises(ValueError, match=r"SWD needs two sets of the same shape, not \(3, 3, 32, 32\) and \(4, 3, 32, 32\)"):
+        dcgan.swd(smooth_faces(3, 0), smooth_faces(4, 0))
+
+
+def test_laplacian_pyramid_levels_rebuild_the_image():
+    images = smooth_faces(4, 0, size=64).float()
+    pyramid = dcgan.laplacian_pyramid(images, 3)
+    assert [level.shape[-1] for level in pyramid] == [64, 32, 16]
+    up_kernel = dcgan._binomial_kernel(3, 4, images.device)
+    rebuilt = pyramid[-1]
+    for band in reversed(pyramid[:-1]):
+        up = torch.zeros_like(band)
+        up[..., ::2, ::2] = rebuilt
+        rebuilt = band + dcgan._blur(up, up_kernel)
+    assert torch.allclose(rebuilt, images, atol=1e-3)
+
+
+def test_patches_are_the_7x7_neighbourhoods_of_their_positions():
+    images = torch.arange(2 * 3 * 16 * 16, dtype=torch.float).view(2, 3, 16, 16)
+    positions = (torch.tensor([1, 0]), torch.tensor([3, 12]), torch.tensor([5, 3]))
+    patches = dcgan._patches(images, positions, 7)
+    assert patches.shape == (2, 147)
+    assert torch.equal(patches[0].view(3, 7, 7), images[1, :, 0:7, 2:9])
+    assert torch.equal(patches[1].view(3, 7, 7), images[0, :, 9:16, 0:7])
+
+
+def test_ema_with_decay_zero_is_g_and_with_decay_half_the_mean():
+    torch.manual_seed(0)
+    netG, other = dcgan.Generator(nz=8, ngf=4, image_size=32), dcgan.Generator(nz=8, ngf=4, image_size=32)
+    ema = dcgan.Generator(nz=8, ngf=4, image_size=32)
+    dcgan.update_ema(ema, netG, 0.0)
+    assert all(torch.equal(a, b) for a, b in zip(ema.state_dict().values(), netG.state_dict().values()))
+    start = [p.clone() for p in ema.parameters()]
+    netG.main[1].running_mean.fill_(3)
+    dcgan.update_ema(ema, other, 0.5)
+    for averaged, before, current in zip(ema.parameters(), start, other.parameters()):
+        assert torch.allclose(averaged, (before + current) / 2)
+    assert torch.equal(ema.main[1].running_mean, other.main[1].running_mean)  # buffers copied
+
+
+def test_evaluation_and_ema_change_no_training_number(tiny, tmp_path, capsys):
+    assert run(tiny("plain")) == 0
+    status, out, err = run(tiny("measured", "--eval-every", "3", "--eval-samples", "8",
+                                "--ema", "0.9"), capsys)
+    assert status == 0, err
+    assert read_metrics(tmp_path / "plain" / "metrics.csv") == read_metrics(tmp_path / "measured" / "metrics.csv")
+    assert "SWD x1e3 floor (real vs real, 8 vs 8 images): 32: " in out
+    with open(tmp_path / "measured" / "eval.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["iteration"]) for r in rows] == [0, 3, 5]
+    assert list(rows[0]) == ["iteration", "swd_32", "swd_16", "swd_avg", "floor_32",
+                             "floor_16", "floor_avg"]
+    assert all(float(r["swd_avg"]) > 0 and float(r["floor_avg"]) > 0 for r in rows)
+    with Image.open(tmp_path / "measured" / "swd.png") as image:
+        assert image.size[0] > 500
+    checkpoint = torch.load(tmp_path / "measured" / "checkpoint.pt", weights_only=True)
+    assert checkpoint["ema"] is not None
+    assert not torch.equal(checkpoint["ema"]["main.0.weight"], checkpoint["netG"]["main.0.weight"])
+    assert len(checkpoint["evals"]) == 3
+
+
+def test_evaluate_command_repeats_trainings_last_evaluation(tiny, tmp_path, capsys):
+    assert run(tiny("out", "--eval-every", "3", "--eval-samples", "8", "--ema", "0.5")) == 0
+    with open(tmp_path / "out" / "eval.csv") as f:
+        last = list(csv.DictReader(f))[-1]
+    capsys.readouterr()
+    status, out, err = run(["evaluate", "--checkpoint", str(tmp_path / "out" / "checkpoint.pt")], capsys)
+    assert status == 0, err
+    assert f"swd_avg {float(last['swd_avg']):.2f} (floor {float(last['floor_avg']):.2f})" in out
+
+
+def test_held_out_images_are_the_reference_set(tiny, tmp_path, capsys):
+    from conftest import make_images
+    held_out = make_images(tmp_path / "held_out" / "img_align_celeba", 6, seed=7)
+    status, out, err = run(tiny("out", "--eval-every", "100", "--eval-samples", "50",
+                                "--eval-dataroot", str(held_out.parent)), capsys)
+    assert status == 0, err
+    assert "SWD x1e3 floor (real vs real, 6 vs 6 images)" in out
+    with open(tmp_path / "out" / "eval.csv") as f:
+        assert [int(r["iteration"]) for r in csv.DictReader(f)] == [0, 5]
