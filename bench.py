@@ -1,0 +1,273 @@
+#!/usr/bin/env python3
+"""Speed of dcgan.py beside the tutorial's own pipeline and loop, in one run.
+
+    python bench.py --quick                       # about 4 minutes on a 2-core CPU
+    python bench.py --dataroot ../shared/data/celeba-8k --iters 30
+
+Each configuration runs in a fresh process on the same images (random CelebA-sized JPEGs
+made in a temporary folder, or --dataroot), warms up, then times --iters iterations:
+
+  tutorial        the tutorial's code: ImageFolder + 2 DataLoader workers, its loop body
+                  with five .item() syncs an iteration (tests/tutorial_reference.py)
+  default         python dcgan.py: the decode-once cache, the sync-free step that skips
+                  D's thrown-away gradients; the same numbers as the tutorial
+  --no-cache      dcgan.py's step on the tutorial's pipeline (ImageFolder + workers)
+  --channels-last, --compile, --amp (CUDA)   the opt-in flags, each on top of default
+
+It prints a markdown table and, last, the default path's speed-up over the tutorial's.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.optim as optim
+from PIL import Image
+
+import dcgan
+
+CONFIGS = {
+    "tutorial": [],
+    "default": [],
+    "--no-cache": ["--no-cache"],
+    "--channels-last": ["--channels-last"],
+    "--compile": ["--compile"],
+    "--amp": ["--amp"],
+}
+
+
+def get_args_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--dataroot", default=None,
+                        help="images to use (default: random CelebA-sized JPEGs in a temporary folder)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--iters", type=int, default=None,
+                        help="timed iterations per configuration (default: 12, 6 with --quick; 50 on CUDA)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed iterations first (default: 2; 10 on CUDA)")
+    parser.add_argument("--quick", action="store_true", help="fewer iterations and configurations")
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=None,
+                        help="configurations to run (default: all that apply to the device)")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--cache-dir", default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def make_random_jpegs(folder, count, seed=0):
+    """count random 178x218 JPEGs (the size of aligned CelebA) in the tutorial's layout."""
+    images = os.path.join(folder, "img_align_celeba")
+    os.makedirs(images, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for k in range(count):
+        # smooth noise compresses and decodes like a photograph, unlike white noise
+        coarse = rng.integers(0, 256, (28, 23, 3), dtype=np.uint8)
+        image = Image.fromarray(coarse).resize((178, 218), Image.BILINEAR)
+        image.save(os.path.join(images, f"{k + 1:06d}.jpg"), quality=90)
+    return folder
+
+
+def synchronize(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def model_config(batch_size, flags):
+    return dcgan.get_args_parser().parse_args(["--batch-size", str(batch_size), *flags])
+
+
+def tutorial_worker(args, device):
+    """The tutorial's pipeline and loop body, timed."""
+    from tests.tutorial_reference import tutorial_dataloader, tutorial_models, tutorial_step
+    torch.manual_seed(999)
+    dataloader = tutorial_dataloader(args.dataroot, 64, args.batch_size, workers=2)
+    Generator, Discriminator, weights_init = tutorial_models(100, 64, 64)
+    netG, netD = Generator(1).to(device), Discriminator(1).to(device)
+    netG.apply(weights_init)
+    netD.apply(weights_init)
+    criterion = nn.BCELoss()
+    optimizerD = optim.Adam(netD.parameters(), lr=0.0002, betas=(0.5, 0.999))
+    optimizerG = optim.Adam(netG.parameters(), lr=0.0002, betas=(0.5, 0.999))
+
+    def batches():
+        while True:  # epochs, each a new iterator (new shuffle, new workers), as the tutorial
+            for data in dataloader:
+                yield data
+
+    def step(data):
+        tutorial_step(netG, netD, optimizerG, optimizerD, criterion, data, 100, device)
+
+    def pipeline(data):
+        data[0].to(device)
+    return batches(), step, pipeline
+
+
+def dcgan_worker(args, device, flags):
+    """dcgan.py's data source and step, with the flags of one configuration."""
+    config = model_config(args.batch_size, flags)
+    if device.type == "cpu":
+        dcgan.keep_freed_memory()  # as train() does
+    torch.manual_seed(999)
+    images = dcgan.make_dataset(args.dataroot, 64, 3)
+    pixels = None if config.no_cache else dcgan.load_pixel_cache(
+        images, 64, 3, args.cache_dir, workers=2)
+    source = dcgan.Batches(images, pixels, args.batch_size, 2, device,
+                           channels_last=config.channels_last)
+    netG, netD = dcgan.build_models(config, device)
+    use_amp = config.amp and dcgan.amp_supported(device)
+    trainG = dcgan.prepare_for_training(netG, config, device, 1)
+    trainD = dcgan.prepare_for_training(netD, config, device, 1, logits=use_amp)
+    criterion = nn.BCEWithLogitsLoss() if use_amp else nn.BCELoss()
+    optimizerD = optim.Adam(netD.parameters(), lr=0.0002, betas=(0.5, 0.999))
+    optimizerG = optim.Adam(netG.parameters(), lr=0.0002, betas=(0.5, 0.999))
+    pending = []
+
+    def batches():
+        epoch = 0
+        while True:
+            yield from source.epoch(epoch)
+            epoch += 1
+
+    def step(real):
+        pending.append(dcgan.train_step(trainG, trainD, optimizerG, optimizerD, criterion,
+                                        real, 100, logits=use_amp))
+        if len(pending) == 50:  # the training loop's flush: one sync per 50 iterations
+            torch.stack(pending).tolist()
+            pending.clear()
+
+    def pipeline(real):
+        pass
+    return batches(), step, pipeline
+
+
+def run_worker(args):
+    """One configuration in this process; prints its measurements as JSON."""
+    device = dcgan.pick_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if args.worker == "tutorial":
+        batches, step, pipeline = tutorial_worker(args, device)
+    else:
+        batches, step, pipeline = dcgan_worker(args, device, CONFIGS[args.worker])
+    for _ in range(args.warmup):
+        step(next(batches))
+    synchronize(device)
+    waiting, start = 0.0, time.perf_counter()
+    for _ in range(args.iters):
+        before = time.perf_counter()
+        data = next(batches)
+        waiting += time.perf_counter() - before
+        step(data)
+    synchronize(device)
+    elapsed = time.perf_counter() - start
+    # the input pipeline alone, over as many batches
+    synchronize(device)
+    pipe_start = time.perf_counter()
+    for _ in range(args.iters):
+        pipeline(next(batches))
+    synchronize(device)
+    pipe_elapsed = time.perf_counter() - pipe_start
+    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    print(json.dumps({"images_per_s": args.iters * args.batch_size / elapsed,
+                      "wait_share": waiting / elapsed,
+                      "pipeline_images_per_s": args.iters * args.batch_size / pipe_elapsed,
+                      "peak_bytes": peak}))
+
+
+def step_gflop(batch_size, device):
+    """FLOPs of one default iteration (useful work: what dcgan.py's step computes)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    config = model_config(batch_size, [])
+    netG, netD = dcgan.build_models(config, device)
+    optimizerD = optim.Adam(netD.parameters(), lr=0.0002, betas=(0.5, 0.999))
+    optimizerG = optim.Adam(netG.parameters(), lr=0.0002, betas=(0.5, 0.999))
+    real = torch.randn(batch_size, 3, 64, 64, device=device)
+    with FlopCounterMode(display=False) as counter:
+        dcgan.train_step(netG, netD, optimizerG, optimizerD, nn.BCELoss(), real, 100)
+    return counter.get_total_flops() / 1e9
+
+
+def matmul_gflops(device, size=2048, repeats=10):
+    a, b = (torch.randn(size, size, device=device) for _ in range(2))
+    a @ b
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronize(device)
+    return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def main():
+    args = get_args_parser().parse_args()
+    device = dcgan.pick_device(args.device)
+    cuda = device.type == "cuda"
+    if args.iters is None:
+        args.iters = 50 if cuda else (6 if args.quick else 12)
+    if args.warmup is None:
+        args.warmup = 10 if cuda else 2
+    if args.worker:
+        return run_worker(args)
+    configs = args.configs or [c for c in CONFIGS if (cuda or c != "--amp")
+                               and not (args.quick and c in ("--compile", "--no-cache"))]
+    with tempfile.TemporaryDirectory() as tmp:
+        args.cache_dir = os.path.join(tmp, "cache")
+        if args.dataroot is None:
+            # enough images that the timed iterations and the pipeline pass stay in one epoch
+            count = args.batch_size * (args.warmup + 2 * args.iters + 1)
+            start = time.perf_counter()
+            args.dataroot = make_random_jpegs(os.path.join(tmp, "data"), count)
+            print(f"made {count} random 178x218 JPEGs in {time.perf_counter() - start:.0f} s")
+        images = dcgan.make_dataset(args.dataroot, 64, 3)
+        start = time.perf_counter()
+        pixels = dcgan.load_pixel_cache(images, 64, 3, args.cache_dir, workers=2)
+        cache_seconds = time.perf_counter() - start
+        cache_bytes = pixels.numel()
+        del pixels
+        gflop = step_gflop(args.batch_size, device)
+        matmul = matmul_gflops(device)
+        print(f"device: {device} ({torch.cuda.get_device_name(device) if cuda else os.cpu_count()} "
+              f"{'' if cuda else 'CPU cores'}), torch {torch.__version__}, batch {args.batch_size}, "
+              f"{args.warmup} warm-up + {args.iters} timed iterations per row")
+        print(f"decode-once cache: {len(images)} images in {cache_seconds:.1f} s "
+              f"({len(images) / cache_seconds:.0f} images/s), {cache_bytes / 2**20:.0f} MiB")
+        print(f"one iteration: {gflop:.1f} GFLOP; fp32 matmul here: {matmul:.0f} GFLOP/s\n")
+        results = {}
+        for name in configs:
+            command = [sys.executable, os.path.abspath(__file__), f"--worker={name}",
+                       "--dataroot", args.dataroot, "--cache-dir", args.cache_dir,
+                       "--device", str(device), "--batch-size", str(args.batch_size),
+                       "--iters", str(args.iters), "--warmup", str(args.warmup)]
+            done = subprocess.run(command, capture_output=True, text=True,
+                                  cwd=os.path.dirname(os.path.abspath(__file__)))
+            if done.returncode != 0:
+                print(f"{name}: failed\n{done.stderr[-2000:]}")
+                continue
+            results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"  {name}: {results[name]['images_per_s']:.1f} images/s", flush=True)
+    base = results.get("tutorial", {}).get("images_per_s")
+    memory = "peak GPU memory" if cuda else "peak RSS"
+    print(f"\n| path | images/s | vs tutorial | waiting for data | input pipeline alone, images/s "
+          f"| GFLOP/s (of {matmul:.0f} matmul) | {memory} |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, r in results.items():
+        ratio = f"{r['images_per_s'] / base:.2f}x" if base else "-"
+        achieved = gflop * r["images_per_s"] / args.batch_size
+        print(f"| {name} | {r['images_per_s']:.1f} | {ratio} | {100 * r['wait_share']:.0f}% "
+              f"| {r['pipeline_images_per_s']:,.0f} | {achieved:.0f} ({100 * achieved / matmul:.0f}%) "
+              f"| {r['peak_bytes'] / 2**30:.2f} GiB |")
+    if base and "default" in results:
+        print(f"\ndefault path: {results['default']['images_per_s'] / base:.2f}x the tutorial's images/s")
+
+
+if __name__ == "__main__":
+    main()
