@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import dcgan
@@ -60,3 +61,13 @@ def run(argv, capsys=None):
         return status
     captured = capsys.readouterr()
     return status, captured.out, captured.err
+
+
+def tiny_models(seed=0):
+    """A 32 px Generator and Discriminator, 4 feature maps wide, initialised as training does."""
+    torch.manual_seed(seed)
+    netG = dcgan.Generator(nz=8, ngf=4, image_size=32)
+    netD = dcgan.Discriminator(ndf=4, image_size=32)
+    netG.apply(dcgan.weights_init)
+    netD.apply(dcgan.weights_init)
+    return netG, netD

@@ -13,15 +13,7 @@ import torch.nn as nn
 import torch.optim as optim
 
 import dcgan
-
-
-def tiny_models(seed=0):
-    torch.manual_seed(seed)
-    netG = dcgan.Generator(nz=8, ngf=4, image_size=32)
-    netD = dcgan.Discriminator(ndf=4, image_size=32)
-    netG.apply(dcgan.weights_init)
-    netD.apply(dcgan.weights_init)
-    return netG, netD
+from conftest import tiny_models
 
 
 def fixed_batch():

@@ -9,8 +9,8 @@ import torch.nn as nn
 import torch.optim as optim
 
 import dcgan
-from conftest import read_metrics
-from ddp_probe import fixed_batch, tiny_models
+from conftest import read_metrics, tiny_models
+from ddp_probe import fixed_batch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -10,7 +10,7 @@ import torch.optim as optim
 from PIL import Image
 
 import dcgan
-from conftest import make_images, read_metrics, run
+from conftest import make_images, read_metrics, run, tiny_models
 from tutorial_reference import run_tutorial
 
 
@@ -114,11 +114,7 @@ def test_cache_is_reused_and_rebuilt_when_the_files_change(tmp_path, capsys):
 
 
 def tiny_gan(seed=0):
-    torch.manual_seed(seed)
-    netG = dcgan.Generator(nz=8, ngf=4, image_size=32)
-    netD = dcgan.Discriminator(ndf=4, image_size=32)
-    netG.apply(dcgan.weights_init)
-    netD.apply(dcgan.weights_init)
+    netG, netD = tiny_models(seed)
     optG = optim.Adam(netG.parameters(), lr=0.0002, betas=(0.5, 0.999))
     optD = optim.Adam(netD.parameters(), lr=0.0002, betas=(0.5, 0.999))
     return netG, netD, optG, optD
