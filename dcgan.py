@@ -74,6 +74,15 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see {self.prog} --help)")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, unless it has none or its help already says it."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or "default" in action.help:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def positive_int(text):
     value = int(text)
     if value < 1:
@@ -115,7 +124,7 @@ def get_args_parser():
     """The training command's flags; each default is the tutorial's value."""
     parser = ArgumentParser(
         prog="dcgan.py", allow_abbrev=False,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         description="Train the DCGAN of the PyTorch 'DCGAN faces' tutorial. "
                     "Other commands: 'dcgan.py generate --help', 'dcgan.py evaluate --help'. "
                     "To train on several GPUs or machines, start it with torchrun "
@@ -209,7 +218,7 @@ def get_args_parser():
 def get_subcommand_parser(command, description):
     """The flags that generate and evaluate share: which generator, on which device."""
     parser = ArgumentParser(prog=f"dcgan.py {command}", allow_abbrev=False,
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                            formatter_class=HelpFormatter,
                             description=description)
     parser.add_argument("--checkpoint", default="outputs/checkpoint.pt",
                         help="checkpoint.pt (its EMA generator if it has one) or netG.pt")

@@ -109,3 +109,18 @@ def test_sync_bn_on_the_cpu_falls_back_with_a_notice(tiny, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert ("note: --sync-bn needs CUDA (SyncBatchNorm); BatchNorm statistics stay per "
             "process on cpu") in result.stdout
+
+
+def test_every_rank_resumes_from_the_same_checkpoint(tiny, tmp_path):
+    """A torchrun run stopped after 2 iterations and resumed by torchrun ends with the
+    weights of the run done in one go (each rank's random streams are in the checkpoint)."""
+    dcgan_py = os.path.join(os.path.dirname(HERE), "dcgan.py")
+    assert torchrun(dcgan_py, *tiny("whole")).returncode == 0
+    assert torchrun(dcgan_py, *tiny("parts", "--max-iters", "2")).returncode == 0
+    result = torchrun(dcgan_py, "--outdir", str(tmp_path / "parts"), "--resume")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Resuming" in result.stdout and "at epoch 0, batch 2 (iteration 2)" in result.stdout
+    assert read_metrics(tmp_path / "whole" / "metrics.csv") == read_metrics(tmp_path / "parts" / "metrics.csv")
+    for name in ("netG.pt", "netD.pt"):
+        whole, parts = (torch.load(tmp_path / d / name, weights_only=True) for d in ("whole", "parts"))
+        assert all(torch.equal(whole[k], parts[k]) for k in whole if "running" not in k and "num_batches" not in k)

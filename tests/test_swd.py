@@ -121,3 +121,16 @@ def test_held_out_images_are_the_reference_set(tiny, tmp_path, capsys):
     assert "SWD x1e3 floor (real vs real, 6 vs 6 images)" in out
     with open(tmp_path / "out" / "eval.csv") as f:
         assert [int(r["iteration"]) for r in csv.DictReader(f)] == [0, 5]
+
+
+def test_tensorboard_logs_losses_grids_and_swd(tiny, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    assert run(tiny("out", "--tensorboard", "--eval-every", "3", "--eval-samples", "8")) == 0
+    events = EventAccumulator(str(tmp_path / "out" / "tensorboard"))
+    events.Reload()
+    assert events.Tags()["images"] == ["fixed_noise"]
+    assert "swd_avg" in events.Tags()["scalars"]
+    assert [e.step for e in events.Scalars("swd_avg")] == [0, 3, 5]
+    loss_runs = [d for d in (tmp_path / "out" / "tensorboard").iterdir() if d.is_dir()]
+    assert {d.name for d in loss_runs} >= {"loss_D", "loss_G"}

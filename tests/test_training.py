@@ -222,3 +222,13 @@ def test_max_iters_stops_early_and_still_writes_everything(tiny, tmp_path):
     for name in ("netG.pt", "netD.pt", "loss_curve.png", "progress.gif", "real_vs_fake.png",
                  "training_images.png", "checkpoint.pt", "config.json"):
         assert (outdir / name).exists(), name
+
+
+def test_128px_trains_a_few_iterations(tiny, tmp_path):
+    argv = tiny("big", "--image-size", "128", "--batch-size", "4", "--max-iters", "2")
+    assert run(argv) == 0
+    with Image.open(tmp_path / "big" / "progress" / "iter_0000001.png") as grid:
+        assert grid.size == (8 * 130 + 2, 8 * 130 + 2)
+    netG = dcgan.generator_from_weights(torch.load(tmp_path / "big" / "netG.pt", weights_only=True), "netG.pt")
+    assert netG.image_size == 128 and netG(torch.randn(1, 8, 1, 1)).shape == (1, 3, 128, 128)
+    assert len(read_metrics(tmp_path / "big" / "metrics.csv")) == 2
