@@ -312,7 +312,7 @@ def resolve_resume(args, given):
         saved[key] = given.get(key)
     saved["resume"] = path
     saved["outdir"] = outdir or os.path.dirname(os.path.abspath(path))
-    if changed:
+    if changed and int(os.environ.get("RANK", "0")) == 0:  # torchrun starts one per rank
         print(f"Resuming with changed settings: {', '.join(changed)}")
     return argparse.Namespace(**saved), checkpoint
 
