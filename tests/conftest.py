@@ -32,18 +32,35 @@ def faces(tmp_path_factory):
     return str(root)
 
 
+def tiny_argv(dataroot, outdir, cache_dir, *extra):
+    """argv of a tiny run: 32 px, narrow networks, batch 8 (3 batches of the 20 test
+    images an epoch), 2 epochs; extra flags are appended."""
+    return ["--dataroot", str(dataroot), "--outdir", str(outdir), "--cache-dir", str(cache_dir),
+            "--image-size", "32", "--nz", "8", "--ngf", "4", "--ndf", "4", "--batch-size", "8",
+            "--num-epochs", "2", "--log-every", "2", "--sample-every", "4", "--workers", "0", *extra]
+
+
 @pytest.fixture
 def tiny(tmp_path, faces):
-    """Returns argv for a tiny run on `faces` writing into tmp_path/name: 32 px, narrow
-    networks, batch 8 (3 batches an epoch), 2 epochs; extra flags are appended."""
-    cache = str(tmp_path / "cache")
-
+    """Returns argv for a tiny run on `faces` writing into tmp_path/name."""
     def argv(name="out", *extra, dataroot=None):
-        return ["--dataroot", dataroot or faces, "--outdir", str(tmp_path / name),
-                "--cache-dir", cache, "--image-size", "32", "--nz", "8", "--ngf", "4",
-                "--ndf", "4", "--batch-size", "8", "--num-epochs", "2", "--log-every", "2",
-                "--sample-every", "4", "--workers", "0", *extra]
+        return tiny_argv(dataroot or faces, tmp_path / name, tmp_path / "cache", *extra)
     return argv
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, faces):
+    """The output folder of a complete tiny run with the given extra flags, trained once
+    per session; tests only read it."""
+    done = {}
+
+    def folder(*extra):
+        if extra not in done:
+            outdir = tmp_path_factory.mktemp("finished")
+            assert dcgan.main(tiny_argv(faces, outdir, outdir.parent / "finished-cache", *extra)) == 0
+            done[extra] = outdir
+        return done[extra]
+    return folder
 
 
 def read_metrics(path, with_seconds=False):

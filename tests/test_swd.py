@@ -81,12 +81,11 @@ def test_ema_with_decay_zero_is_g_and_with_decay_half_the_mean():
     assert torch.equal(ema.main[1].running_mean, other.main[1].running_mean)  # buffers copied
 
 
-def test_evaluation_and_ema_change_no_training_number(tiny, tmp_path, capsys):
-    assert run(tiny("plain")) == 0
+def test_evaluation_and_ema_change_no_training_number(tiny, tmp_path, capsys, finished_run):
     status, out, err = run(tiny("measured", "--eval-every", "3", "--eval-samples", "8",
                                 "--ema", "0.9"), capsys)
     assert status == 0, err
-    assert read_metrics(tmp_path / "plain" / "metrics.csv") == read_metrics(tmp_path / "measured" / "metrics.csv")
+    assert read_metrics(finished_run() / "metrics.csv") == read_metrics(tmp_path / "measured" / "metrics.csv")
     assert "SWD x1e3 floor (real vs real, 8 vs 8 images): 32: " in out
     with open(tmp_path / "measured" / "eval.csv") as f:
         rows = list(csv.DictReader(f))
