@@ -2,9 +2,13 @@
 
 Kept as the tutorial writes it (models, weights_init, order of set-up, loop body, with
 float labels as current PyTorch needs), only wrapped in functions so that tests can run
-it on tiny models, and so that bench.py can time its loop as the baseline.
+it on tiny models, and so that bench.py can time its loop as the baseline. Run it to see
+the tutorial's statistics lines for a folder, and compare them with dcgan.py's:
+
+    python tests/tutorial_reference.py ../shared/data/celeba-8k 51
 """
 import random
+import sys
 
 import torch
 import torch.nn as nn
@@ -169,3 +173,14 @@ def run_tutorial(dataroot, num_iters, workers=0, batch_size=128, nz=100, ngf=64,
             if len(stats) == num_iters:
                 return stats, netG, netD, real_batch, fixed_noise
     return stats, netG, netD, real_batch, fixed_noise
+
+
+if __name__ == "__main__":
+    dataroot, num_iters = sys.argv[1], int(sys.argv[2])
+    stats = run_tutorial(dataroot, num_iters)[0]
+    batches = len(tutorial_dataloader(dataroot, 64, 128, 0))
+    for iters, values in enumerate(stats):
+        epoch, i = divmod(iters, batches)
+        if i % 50 == 0:
+            print('[%d/%d][%d/%d]\tLoss_D: %.4f\tLoss_G: %.4f\tD(x): %.4f\tD(G(z)): %.4f / %.4f'
+                  % (epoch, 5, i, batches, *values))
