@@ -5,7 +5,7 @@ float labels as current PyTorch needs), only wrapped in functions so that tests 
 it on tiny models, and so that bench.py can time its loop as the baseline. Run it to see
 the tutorial's statistics lines for a folder, and compare them with dcgan.py's:
 
-    python tests/tutorial_reference.py ../shared/data/celeba-8k 51
+    python tests/tutorial_reference.py data/celeba 51
 """
 import random
 import sys
