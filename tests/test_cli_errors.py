@@ -1,6 +1,5 @@
 """Bad input: one line that names the problem and the fix, exit status 2, no traceback,
 and nothing earlier destroyed."""
-import os
 import re
 
 import pytest

@@ -202,12 +202,18 @@ def test_channels_last_and_logits_paths_train(tiny, tmp_path):
     assert run(tiny("cl", "--channels-last", "--max-iters", "3")) == 0
     rows = read_metrics(tmp_path / "cl" / "metrics.csv")
     assert len(rows) == 3
-    # the logits path of --amp: same function as Sigmoid + BCELoss, up to rounding
+    # the logits path of --amp: D without its Sigmoid, sharing D's weights, and
+    # BCEWithLogitsLoss, the same function as Sigmoid + BCELoss up to rounding
     netG, netD, optG, optD = tiny_gan()
-    real, noise = torch.randn(8, 3, 32, 32), torch.randn(8, 8, 1, 1)
+    real = torch.randn(8, 3, 32, 32)
+    wrapped = dcgan.Autocast(netD, "cpu", logits=True)
+    assert {id(p) for p in wrapped.parameters()} == {id(p) for p in netD.parameters()}
     with torch.no_grad():
         probs = netD(real).view(-1)
-        logits = nn.Sequential(*netD.main[:-1])(real).view(-1)
+        logits = wrapped.net(real).view(-1)
+        autocast_logits = wrapped(real).view(-1)  # bf16 inside, float32 out
+    assert autocast_logits.dtype == torch.float32
+    assert torch.allclose(autocast_logits, logits, atol=0.1)
     assert torch.allclose(nn.BCELoss()(probs, torch.ones(8)),
                           nn.BCEWithLogitsLoss()(logits, torch.ones(8)), atol=1e-6)
     assert torch.allclose(dcgan.mean_probability(logits, True), probs.mean(), atol=1e-7)
