@@ -923,7 +923,7 @@ class Metrics:
         self.pending.append((epoch, iteration, stats, seconds))
 
     def flush(self):
-        """Returns the new rows; raises UserError at the first non-finite one."""
+        """Returns the new rows; raises Diverged at the first non-finite one."""
         if not self.pending:
             return []
         values = torch.stack([stats for _, _, stats, _ in self.pending]).tolist()
