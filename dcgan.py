@@ -431,9 +431,7 @@ class FaceImages(dset.ImageFolder):
     def _open(self, index):
         path = self.samples[index][0]
         try:
-            image = self.loader(path)
-            image.load()
-            return image
+            return self.loader(path)  # convert() decodes, so a broken file fails here
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
             print(f"warning: skipping unreadable image {path}: {error}", file=sys.stderr)
             return None
