@@ -346,6 +346,14 @@ def pick_device(requested, ngpu=1, local_rank=None):
                         f"(torch {torch.__version__}); use --device auto or cpu")
     if device.type == "cuda" and local_rank is not None:
         device = torch.device("cuda", local_rank)
+    return concrete_device(device)
+
+
+def concrete_device(device):
+    """The device with its index: cuda -> cuda:N (the current CUDA device), so that two
+    names of one device compare equal."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
     return device
 
 
@@ -641,8 +649,10 @@ class Batches:
             index_batches = torch.cat(index_batches).to(self.pixels.device).split(sizes)
         for indices in index_batches:
             batch = self.pixels.index_select(0, indices)
-            if batch.device != self.device:
-                batch = batch.pin_memory() if self.device.type == "cuda" else batch
+            move = how_to_move(batch.device, self.device)
+            if move == "pin and copy":
+                batch = batch.pin_memory()
+            if move != "none":
                 batch = batch.to(self.device, non_blocking=True)
             yield self._finish(normalize_pixels(batch))
 
@@ -665,6 +675,15 @@ def normalize_pixels(pixels):
     (x / 255) and Normalize(0.5, 0.5) ((x - 0.5) / 0.5), done in place, on the device;
     the results are bit-identical."""
     return pixels.to(torch.float32).div_(255).sub_(0.5).div_(0.5)
+
+
+def how_to_move(source, target):
+    """How a batch on `source` reaches `target`: "none" when it is there already (cuda
+    and cuda:0 are one place), "pin and copy" from the CPU to CUDA (page-locked memory
+    lets the copy overlap the step), else "copy". Only CPU tensors can be pinned."""
+    if concrete_device(source) == concrete_device(target):
+        return "none"
+    return "pin and copy" if source.type == "cpu" and target.type == "cuda" else "copy"
 
 
 def fits_on_gpu(tensor, device):

@@ -237,3 +237,14 @@ def test_128px_trains_a_few_iterations(tiny, tmp_path):
     netG = dcgan.generator_from_weights(torch.load(tmp_path / "big" / "netG.pt", weights_only=True), "netG.pt")
     assert netG.image_size == 128 and netG(torch.randn(1, 8, 1, 1)).shape == (1, 3, 128, 128)
     assert len(read_metrics(tmp_path / "big" / "metrics.csv")) == 2
+
+
+def test_cuda_and_cuda0_are_one_device_and_only_cpu_batches_are_pinned():
+    """--device cuda named the cache's cuda:0 another place and pinned a CUDA tensor."""
+    cpu, cuda, cuda0, cuda1 = (torch.device(d) for d in ("cpu", "cuda", "cuda:0", "cuda:1"))
+    assert dcgan.concrete_device(cuda) == cuda0
+    assert dcgan.how_to_move(cuda0, cuda) == dcgan.how_to_move(cuda, cuda0) == "none"
+    assert dcgan.how_to_move(cpu, cpu) == "none"
+    assert dcgan.how_to_move(cpu, cuda) == "pin and copy"
+    assert dcgan.how_to_move(cuda0, cuda1) == "copy"
+    assert dcgan.how_to_move(cuda0, cpu) == "copy"
