@@ -2,7 +2,7 @@
 """Speed of dcgan.py beside the tutorial's own pipeline and loop, in one run.
 
     python bench.py --quick                       # about 4 minutes on a 2-core CPU
-    python bench.py --dataroot ../shared/data/celeba-8k --iters 30
+    python bench.py --dataroot data/celeba-8k --iters 30
 
 Each configuration runs in a fresh process on the same images (random CelebA-sized JPEGs
 made in a temporary folder, or --dataroot), warms up, then times --iters iterations:
@@ -119,12 +119,13 @@ def dcgan_worker(args, device, flags):
     images = dcgan.make_dataset(args.dataroot, 64, 3)
     pixels = None if config.no_cache else dcgan.load_pixel_cache(
         images, 64, 3, args.cache_dir, workers=2)
-    source = dcgan.Batches(images, pixels, args.batch_size, 2, device,
+    proc = dcgan.Process(device=device)
+    source = dcgan.Batches(images, pixels, args.batch_size, 2, proc,
                            channels_last=config.channels_last)
     netG, netD = dcgan.build_models(config, device)
     use_amp = config.amp and dcgan.amp_supported(device)
-    trainG = dcgan.prepare_for_training(netG, config, device, 1)
-    trainD = dcgan.prepare_for_training(netD, config, device, 1, logits=use_amp)
+    trainG = dcgan.prepare_for_training(netG, config, proc)
+    trainD = dcgan.prepare_for_training(netD, config, proc, logits=use_amp)
     criterion = nn.BCEWithLogitsLoss() if use_amp else nn.BCELoss()
     optimizerD = optim.Adam(netD.parameters(), lr=0.0002, betas=(0.5, 0.999))
     optimizerG = optim.Adam(netG.parameters(), lr=0.0002, betas=(0.5, 0.999))

@@ -8,10 +8,26 @@
     torchrun --nproc_per_node 4 dcgan.py --dataroot data/celeba
 
 With default flags it builds the tutorial's models, draws the tutorial's random numbers in
-the tutorial's order and prints the tutorial's statistics lines. Everything else (the
-decode-once cache, checkpoints, DDP, metrics, other sizes) either changes no number or is a
-flag. The file reads top to bottom: configuration, data, models, training, checkpoints,
-figures, metrics, sampling, entry point.
+the tutorial's order and prints the tutorial's statistics lines.
+
+Part I is the tutorial, in its order: inputs, data, weights_init, Generator, Discriminator,
+loss and optimizers, the training loop, the results, and `train()`, the whole program.
+Part II, after the marked line, is what a training program adds; each of those features
+appears in part I as one call at a marked place ("beyond:").
+
+Where this file names a thing of the tutorial differently:
+
+    tutorial                      here
+    manualSeed                    --seed (args.seed)
+    dataset                       images (FaceImages, an ImageFolder)
+    dataloader                    dataloader (Batches: the same shuffle, from a decode-once cache)
+    data (a list [images, labels]) data: the images, already normalised and on the device
+    real_cpu                      data
+    iters                         iters (and state.iteration, the next one)
+    real_label, fake_label        REAL_LABEL, FAKE_LABEL
+    img_list                      state.img_list (and state.img_iterations, when each was made)
+    G_losses, D_losses            state.metrics.G_losses, .D_losses (and metrics.csv)
+    plt.figure, plt.savefig       new_figure, fig.savefig (no pyplot: no display needed)
 """
 import argparse
 import copy
@@ -45,371 +61,39 @@ from PIL import Image
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-CHECKPOINT_FORMAT = "dcgan.py checkpoint"
-CHECKPOINT_VERSION = 1
-CACHE_VERSION = 1
-# Settings that define the models' shapes or the meaning of an iteration: a resumed run
-# cannot change them.
-FIXED_ON_RESUME = ("nz", "ngf", "ndf", "nc", "image_size", "batch_size")
-# Flags that steer one invocation only; a resumed run does not inherit them.
-PER_INVOCATION = ("resume", "max_iters", "download")
-CELEBA_HELP = ("get CelebA's img_align_celeba.zip from the official site "
-               "(mmlab.ie.cuhk.edu.hk/projects/CelebA.html) or the Kaggle mirror "
-               "(kaggle.com/datasets/jessicali9530/celeba-dataset), or try --download; "
-               "see data/README.md")
-
 
 class UserError(Exception):
     """A problem the user can fix: main() prints it as one line and exits with status 2."""
 
 
+# ========================================================================================
+# Part I: the tutorial
+# ========================================================================================
+
 # ----------------------------------------------------------------------------------------
-# Configuration
+# Inputs (each is a flag of the same name: --dataroot, --batch-size, ...)
 # ----------------------------------------------------------------------------------------
 
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as a UserError: one line, no usage block."""
-
-    def error(self, message):
-        raise UserError(f"{message} (see {self.prog} --help)")
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each flag's default, unless it has none or its help already says it."""
-
-    def _get_help_string(self, action):
-        if action.default in (None, False) or "default" in action.help:
-            return action.help
-        return super()._get_help_string(action)
-
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text}")
-    return value
-
-
-def non_negative_int(text):
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number of at least 0, not {text}")
-    return value
-
-
-def positive_float(text):
-    value = float(text)
-    if not value > 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
-    return value
-
-
-def unit_interval(text):
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, not {text}")
-    return value
-
-
-def image_size(text):
-    value = int(text)
-    if value < 32 or value & (value - 1):
-        raise argparse.ArgumentTypeError(
-            f"{text} is not a size the DCGAN layers can make: use a power of two "
-            "of at least 32 (32, 64, 128, 256, ...)")
-    return value
-
-
-def get_args_parser():
-    """The training command's flags; each default is the tutorial's value."""
-    parser = ArgumentParser(
-        prog="dcgan.py", allow_abbrev=False,
-        formatter_class=HelpFormatter,
-        description="Train the DCGAN of the PyTorch 'DCGAN faces' tutorial. "
-                    "Other commands: 'dcgan.py generate --help', 'dcgan.py evaluate --help'. "
-                    "To train on several GPUs or machines, start it with torchrun "
-                    "(torchrun --nproc_per_node N dcgan.py ...); --ngpu is the tutorial's "
-                    "single-process nn.DataParallel.")
-    tutorial = parser.add_argument_group("the tutorial's hyperparameters")
-    tutorial.add_argument("--dataroot", default="data/celeba",
-                          help="images: DIR/img_align_celeba/*.jpg (the tutorial's "
-                               "layout), any ImageFolder, or a flat folder of images")
-    tutorial.add_argument("--workers", type=non_negative_int, default=2,
-                          help="processes that decode images")
-    tutorial.add_argument("--batch-size", type=positive_int, default=128,
-                          help="images per iteration (the global batch under torchrun)")
-    tutorial.add_argument("--image-size", type=image_size, default=64,
-                          help="side of the square training images: a power of two >= 32")
-    tutorial.add_argument("--nc", type=int, choices=(1, 3), default=3,
-                          help="colour channels: 3 for RGB, 1 for grayscale")
-    tutorial.add_argument("--nz", type=positive_int, default=100,
-                          help="length of the latent vector z")
-    tutorial.add_argument("--ngf", type=positive_int, default=64,
-                          help="feature maps in the generator")
-    tutorial.add_argument("--ndf", type=positive_int, default=64,
-                          help="feature maps in the discriminator")
-    tutorial.add_argument("--num-epochs", type=positive_int, default=5,
-                          help="passes over the dataset")
-    tutorial.add_argument("--lr", type=positive_float, default=0.0002,
-                          help="Adam learning rate of both networks")
-    tutorial.add_argument("--beta1", type=unit_interval, default=0.5,
-                          help="Adam beta1 of both networks")
-    tutorial.add_argument("--ngpu", type=non_negative_int, default=1,
-                          help="GPUs for nn.DataParallel; 0 trains on the CPU")
-    tutorial.add_argument("--seed", type=int, default=999, help="random seed")
-
-    run = parser.add_argument_group("the run")
-    run.add_argument("--outdir", default="outputs", help="where every output is written")
-    run.add_argument("--device", default="auto",
-                     help="auto (CUDA if available and --ngpu > 0, then MPS, then other "
-                          "accelerators, then CPU), cpu, cuda, cuda:1, mps, ...")
-    run.add_argument("--max-iters", type=positive_int, default=None,
-                     help="stop after this many iterations and still write every output")
-    run.add_argument("--log-every", type=positive_int, default=50,
-                     help="print the statistics line every this many batches of an epoch")
-    run.add_argument("--sample-every", type=positive_int, default=500,
-                     help="save a fixed-noise grid every this many iterations")
-    run.add_argument("--checkpoint-every", type=positive_int, default=None,
-                     help="write checkpoint.pt every this many iterations (default: "
-                          "--sample-every); also at each epoch's end, at the end and on "
-                          "Ctrl-C or SIGTERM")
-    run.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
-                     help="continue the run saved in CHECKPOINT (default: "
-                          "OUTDIR/checkpoint.pt) with its configuration; flags given "
-                          "here override what may change")
-    run.add_argument("--download", action="store_true",
-                     help="download CelebA into --dataroot with torchvision first")
-
-    speed = parser.add_argument_group("speed (none of these changes a number unless it says so)")
-    speed.add_argument("--no-cache", action="store_true",
-                       help="decode every JPEG in every epoch through DataLoader workers, "
-                            "as the tutorial does, instead of the decode-once cache")
-    speed.add_argument("--cache-dir", default=None,
-                       help="where the decode-once cache lives (default: "
-                            "$XDG_CACHE_HOME/dcgan-faces or ~/.cache/dcgan-faces)")
-    speed.add_argument("--amp", action="store_true",
-                       help="bf16 autocast on CUDA, with D's Sigmoid folded into "
-                            "BCEWithLogitsLoss (changes the numbers)")
-    speed.add_argument("--compile", action="store_true",
-                       help="torch.compile G and D (changes the numbers slightly)")
-    speed.add_argument("--channels-last", action="store_true",
-                       help="channels-last memory format (changes the numbers slightly)")
-
-    scale = parser.add_argument_group("scale (under torchrun)")
-    scale.add_argument("--sync-bn", action="store_true",
-                       help="BatchNorm statistics over the global batch (SyncBatchNorm)")
-
-    measure = parser.add_argument_group("measurement")
-    measure.add_argument("--eval-every", type=positive_int, default=None,
-                         help="every this many iterations and at the end, the sliced "
-                              "Wasserstein distance (SWD) of G's images to real ones")
-    measure.add_argument("--eval-samples", type=positive_int, default=2000,
-                         help="generated and real images per SWD evaluation")
-    measure.add_argument("--eval-dataroot", default=None,
-                         help="held-out real images for SWD (default: training images)")
-    measure.add_argument("--ema", type=unit_interval, default=None, metavar="DECAY",
-                         help="keep an exponential moving average of G's weights with "
-                              "this decay (0.999 is usual); figures, samples and SWD use it")
-    measure.add_argument("--tensorboard", action="store_true",
-                         help="also log to OUTDIR/tensorboard (needs the tensorboard package)")
-    return parser
-
-
-def get_subcommand_parser(command, description):
-    """The flags that generate and evaluate share: which generator, on which device."""
-    parser = ArgumentParser(prog=f"dcgan.py {command}", allow_abbrev=False,
-                            formatter_class=HelpFormatter,
-                            description=description)
-    parser.add_argument("--checkpoint", default="outputs/checkpoint.pt",
-                        help="checkpoint.pt (its EMA generator if it has one) or netG.pt")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps, ...")
-    return parser
-
-
-def get_generate_parser():
-    parser = get_subcommand_parser(
-        "generate", "Write images from a trained generator (checkpoint.pt or netG.pt); "
-                    "needs neither the dataset nor a GPU.")
-    parser.add_argument("--outdir", default=None,
-                        help="where to write (default: a samples/ folder beside the checkpoint)")
-    parser.add_argument("--num-samples", type=positive_int, default=64,
-                        help="how many images")
-    parser.add_argument("--seed", type=int, default=999, help="seed of the latent vectors")
-    parser.add_argument("--single-files", action="store_true",
-                        help="also write each image as its own PNG (for FID tools)")
-    parser.add_argument("--interpolate", action="store_true",
-                        help="instead, walk the latent space: --rows rows that morph "
-                             "from one face to another in --steps steps (slerp)")
-    parser.add_argument("--rows", type=positive_int, default=8, help="rows of the walk")
-    parser.add_argument("--steps", type=at_least_two, default=10, help="images per row")
-    parser.add_argument("--batch-size", type=positive_int, default=256,
-                        help="images generated at once")
-    return parser
-
-
-def at_least_two(text):
-    value = int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be at least 2, not {text}")
-    return value
-
-
-def get_evaluate_parser():
-    parser = get_subcommand_parser(
-        "evaluate", "Print the sliced Wasserstein distance (SWD) between a trained "
-                    "generator's images and real ones, beside the real-vs-real floor.")
-    parser.add_argument("--dataroot", default=None,
-                        help="real images (default: the checkpoint's --dataroot)")
-    parser.add_argument("--eval-dataroot", default=None,
-                        help="held-out real images (default: the checkpoint's, if any)")
-    parser.add_argument("--eval-samples", type=positive_int, default=None,
-                        help="images per set (default: the checkpoint's, else 2000)")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="seed (default: the checkpoint's, so numbers match training's)")
-    parser.add_argument("--workers", type=non_negative_int, default=2,
-                        help="processes that decode images")
-    parser.add_argument("--cache-dir", default=None, help="as in training")
-    return parser
-
-
-def parse_train_args(argv):
-    """Parses the training flags; returns (args, given), given holding the flags typed."""
-    parser = get_args_parser()
-    args = parser.parse_args(argv)
-    # argparse leaves an attribute that is already set alone unless the flag is given, so
-    # a namespace of sentinels tells typed flags from defaults.
-    unset = object()
-    probe = parser.parse_args(argv, namespace=argparse.Namespace(**{k: unset for k in vars(args)}))
-    given = {k: v for k, v in vars(probe).items() if v is not unset}
-    return args, given
-
-
-def resolve_resume(args, given):
-    """Turns --resume into the checkpoint's configuration with the allowed overrides.
-
-    Returns (args, checkpoint) where checkpoint is the loaded dict, or None for a new run.
-    """
-    if args.resume is None:
-        return args, None
-    outdir = args.outdir if "outdir" in given else None
-    path = args.resume or os.path.join(args.outdir, "checkpoint.pt")
-    checkpoint = load_checkpoint(path, "cpu", flag="--resume")
-    if checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"--resume {path}: this file holds only network weights; resume "
-                        "needs the checkpoint.pt that training writes beside it")
-    saved = vars(get_args_parser().parse_args([]))
-    saved.update({k: v for k, v in checkpoint["config"].items() if k in saved})
-    fixed = [f"--{k.replace('_', '-')} {saved[k]} -> {given[k]}"
-             for k in FIXED_ON_RESUME if k in given and given[k] != saved[k]]
-    if fixed:
-        raise UserError(f"--resume {path}: the run was trained with other settings, which "
-                        f"cannot change on resume: {', '.join(fixed)}; drop these flags, or "
-                        "start a new run in another --outdir")
-    changed = [f"--{k.replace('_', '-')} {saved[k]} -> {v}" for k, v in given.items()
-               if k not in PER_INVOCATION and k != "outdir" and v != saved[k]]
-    saved.update(given)
-    for key in PER_INVOCATION:
-        saved[key] = given.get(key)
-    saved["resume"] = path
-    saved["outdir"] = outdir or os.path.dirname(os.path.abspath(path))
-    if changed and int(os.environ.get("RANK", "0")) == 0:  # torchrun starts one per rank
-        print(f"Resuming with changed settings: {', '.join(changed)}")
-    return argparse.Namespace(**saved), checkpoint
-
-
-def pick_device(requested, ngpu=1, local_rank=None):
-    """The tutorial's rule, extended: CUDA if available and ngpu > 0, then MPS, then any
-    other accelerator torch exposes, then CPU. `requested` overrides unless it is 'auto'."""
-    if requested == "auto":
-        if ngpu > 0 and torch.cuda.is_available():
-            return torch.device("cuda", local_rank or 0)
-        if ngpu > 0 and torch.backends.mps.is_available():
-            return torch.device("mps")
-        accelerator = getattr(torch, "accelerator", None)
-        if ngpu > 0 and accelerator is not None and accelerator.is_available():
-            return accelerator.current_accelerator()
-        return torch.device("cpu")
-    try:
-        device = torch.device(requested)
-    except RuntimeError:
-        raise UserError(f"--device {requested}: not a device name; use auto, cpu, cuda, "
-                        "cuda:N or mps") from None
-    available = (device.type == "cpu"
-                 or (device.type == "cuda" and torch.cuda.is_available()
-                     and (device.index or 0) < torch.cuda.device_count())
-                 or (device.type == "mps" and torch.backends.mps.is_available())
-                 or (device.type not in ("cuda", "mps")
-                     and getattr(torch, device.type, None) is not None
-                     and getattr(torch, device.type).is_available()))
-    if not available:
-        raise UserError(f"--device {requested}: this machine has no such device "
-                        f"(torch {torch.__version__}); use --device auto or cpu")
-    if device.type == "cuda" and local_rank is not None:
-        device = torch.device("cuda", local_rank)
-    return concrete_device(device)
-
-
-def concrete_device(device):
-    """The device with its index: cuda -> cuda:N (the current CUDA device), so that two
-    names of one device compare equal."""
-    if device.type == "cuda" and device.index is None:
-        return torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
-    return device
-
-
-def setup_distributed(args):
-    """Joins the torchrun job if there is one; returns (rank, world_size, device).
-
-    NCCL on CUDA, Gloo elsewhere. The timeout makes a rank that died or hangs end the
-    whole job with an error instead of a silent wait; torchrun stops the other ranks.
-    """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return 0, 1, pick_device(args.device, args.ngpu)
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
-    if args.ngpu > 1:
-        raise UserError("--ngpu > 1 (nn.DataParallel) cannot run under torchrun, which "
-                        "already gives each GPU its own process; drop --ngpu")
-    if args.batch_size % world_size:
-        raise UserError(f"--batch-size {args.batch_size} cannot be split evenly over "
-                        f"{world_size} processes; use a multiple of {world_size}")
-    device = pick_device(args.device, args.ngpu, local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                            timeout=datetime.timedelta(minutes=30))
-    return rank, world_size, device
-
-
-def keep_freed_memory():
-    """glibc hands every large freed block (each activation, each iteration) back to the
-    kernel, and the next iteration page-faults it in again: a fifth of a CPU training step
-    here. Raising its mmap and trim thresholds keeps that memory in the process. Changes
-    no number; does nothing where the C library is not glibc."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError):
-        return
-    mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: serve blocks up to 1 GiB from the heap
-    mallopt(-1, 2 ** 31 - 1)  # M_TRIM_THRESHOLD (a C int): keep up to 2 GiB of free heap
-
-
-def print_config(args, device, world_size):
-    print("Configuration:")
-    for key, value in vars(args).items():
-        print(f"  {key}: {value}")
-    print(f"  (device: {device}, processes: {world_size}, torch {torch.__version__})")
+TUTORIAL_INPUTS = dict(
+    dataroot="data/celeba",  # Root directory for dataset
+    workers=2,  # Number of workers for dataloader
+    batch_size=128,  # Batch size during training
+    image_size=64,  # Spatial size of training images (resized and cropped to it)
+    nc=3,  # Number of channels in the training images. For color images this is 3
+    nz=100,  # Size of z latent vector (i.e. size of generator input)
+    ngf=64,  # Size of feature maps in generator
+    ndf=64,  # Size of feature maps in discriminator
+    num_epochs=5,  # Number of training epochs
+    lr=0.0002,  # Learning rate for optimizers
+    beta1=0.5,  # Beta1 hyperparameter for Adam optimizers
+    ngpu=1,  # Number of GPUs available. Use 0 for CPU mode.
+    seed=999,  # manualSeed: set random seed for reproducibility
+)
 
 
 # ----------------------------------------------------------------------------------------
 # Data
 # ----------------------------------------------------------------------------------------
-
-def load_image(path, mode):
-    """torchvision's PIL loader, converting to `mode` ('RGB' or 'L')."""
-    with open(path, "rb") as f:
-        return Image.open(f).convert(mode)
-
 
 class FaceImages(dset.ImageFolder):
     """The tutorial's ImageFolder and transform, with three additions: a flat folder of
@@ -458,35 +142,762 @@ class FaceImages(dset.ImageFolder):
         return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
-class PixelView(torch.utils.data.Dataset):
-    """FaceImages.pixels as a dataset, so that DataLoader workers can decode in parallel."""
+class Batches:
+    """The tutorial's dataloader: batches in its shuffle order, as normalised tensors on
+    the device, whether the pixels come from the decode-once cache (part II) or, with
+    --no-cache, from ImageFolder and DataLoader workers as in the tutorial.
 
-    def __init__(self, images):
-        self.images = images
+    The shuffle is drawn by a DataLoader over the image indices, which makes exactly the
+    random draws of the tutorial's DataLoader; under torchrun a DistributedSampler gives
+    each process its disjoint share of batch_size / world_size images.
+    """
+
+    def __init__(self, images, pixels, batch_size, workers, proc, seed=0, channels_last=False):
+        self.images, self.workers, self.device = images, workers, proc.device
+        self.channels_last = channels_last
+        count = len(images) if pixels is None else len(pixels)
+        self.sampler = (torch.utils.data.DistributedSampler(
+            range(count), num_replicas=proc.world_size, rank=proc.rank, shuffle=True, seed=seed)
+            if proc.world_size > 1 else None)
+        self.index_loader = torch.utils.data.DataLoader(
+            range(count), batch_size=batch_size // proc.world_size,
+            shuffle=self.sampler is None, sampler=self.sampler)
+        self.pixels = pixels_on_device(pixels, proc.device) if pixels is not None else None
 
     def __len__(self):
-        return len(self.images)
+        return len(self.index_loader)
 
-    def __getitem__(self, index):
-        return index, self.images.pixels(index)
+    def epoch(self, epoch, start=0):
+        """The batches of one epoch from batch `start` on. The shuffle's random draws
+        happen here, at once, as when the tutorial's loop starts an epoch."""
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        return self._batches(list(self.index_loader)[start:])
+
+    def first(self):
+        """One batch, drawn as the tutorial's next(iter(dataloader)) draws it."""
+        return next(self._batches([next(iter(self.index_loader))]))
+
+    def _batches(self, index_batches):
+        if self.pixels is not None:
+            batches = cached_batches(self.pixels, index_batches, self.device)
+        else:
+            batches = decoded_batches(self.images, index_batches, self.workers, self.device)
+        for batch in batches:
+            yield batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
 
 
-def stack_readable(batch):
-    """collate_fn that drops unreadable images (None)."""
-    batch = [item for item in batch if item is not None]
-    return torch.stack(batch) if batch else None
+# ----------------------------------------------------------------------------------------
+# Weight initialization, Generator, Discriminator
+# ----------------------------------------------------------------------------------------
+
+# custom weights initialization called on netG and netD (the tutorial's, verbatim)
+def weights_init(m):
+    classname = m.__class__.__name__
+    if classname.find('Conv') != -1:
+        nn.init.normal_(m.weight.data, 0.0, 0.02)
+    elif classname.find('BatchNorm') != -1:
+        nn.init.normal_(m.weight.data, 1.0, 0.02)
+        nn.init.constant_(m.bias.data, 0)
 
 
-def stack_pixels(batch):
-    batch = [(i, p) for i, p in batch if p is not None]
-    return [i for i, _ in batch], np.stack([p for _, p in batch]) if batch else None
+class Generator(nn.Module):
+    """z (nz x 1 x 1) -> image (nc x image_size x image_size) in [-1, 1].
+
+    At 64 px this is the tutorial's generator, layer for layer (the state sizes below).
+    Each doubling of image_size adds one middle block (and doubles the maps at 4x4).
+    """
+
+    def __init__(self, nz=100, ngf=64, nc=3, image_size=64):
+        super().__init__()
+        mult = image_size // 8
+        layers = [
+            # input is Z, going into a convolution
+            nn.ConvTranspose2d(nz, ngf * mult, 4, 1, 0, bias=False),
+            nn.BatchNorm2d(ngf * mult),
+            nn.ReLU(True),
+            # state size. (ngf*8) x 4 x 4
+        ]
+        while mult > 1:
+            layers += [
+                nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(ngf * mult // 2),
+                nn.ReLU(True),
+                # state size. (ngf*4) x 8 x 8, then (ngf*2) x 16 x 16, then (ngf) x 32 x 32
+            ]
+            mult //= 2
+        layers += [
+            nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False),
+            nn.Tanh(),
+            # state size. (nc) x 64 x 64
+        ]
+        self.main = nn.Sequential(*layers)
+        self.nz, self.nc, self.image_size = nz, nc, image_size
+
+    def forward(self, input):
+        return self.main(input)
 
 
-def ignore_interrupts(worker_id):
-    """worker_init_fn: Ctrl-C and SIGTERM are the main process's to handle, so that it can
-    write a checkpoint before the workers go."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+class Discriminator(nn.Module):
+    """image (nc x image_size x image_size) -> probability that it is real.
+
+    At 64 px this is the tutorial's discriminator, layer for layer (the state sizes
+    below); each doubling of image_size adds one stride-2 middle block.
+    """
+
+    def __init__(self, nc=3, ndf=64, image_size=64):
+        super().__init__()
+        layers = [
+            # input is (nc) x 64 x 64
+            nn.Conv2d(nc, ndf, 4, 2, 1, bias=False),
+            nn.LeakyReLU(0.2, inplace=True),
+            # state size. (ndf) x 32 x 32
+        ]
+        mult, size = 1, image_size // 2
+        while size > 4:
+            layers += [
+                nn.Conv2d(ndf * mult, ndf * mult * 2, 4, 2, 1, bias=False),
+                nn.BatchNorm2d(ndf * mult * 2),
+                nn.LeakyReLU(0.2, inplace=True),
+                # state size. (ndf*2) x 16 x 16, then (ndf*4) x 8 x 8, then (ndf*8) x 4 x 4
+            ]
+            mult, size = mult * 2, size // 2
+        layers += [
+            nn.Conv2d(ndf * mult, 1, 4, 1, 0, bias=False),
+            nn.Sigmoid(),
+        ]
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, input):
+        return self.main(input)
+
+
+def build_models(args, device):
+    """Creates G, applies weights_init, then D: the tutorial's order of random draws."""
+    # Create the generator and apply the weights_init function
+    netG = Generator(args.nz, args.ngf, args.nc, args.image_size).to(device)
+    netG.apply(weights_init)
+    # Create the Discriminator and apply the weights_init function
+    netD = Discriminator(args.nc, args.ndf, args.image_size).to(device)
+    netD.apply(weights_init)
+    return netG, netD
+
+
+# ----------------------------------------------------------------------------------------
+# Loss functions and optimizers
+# ----------------------------------------------------------------------------------------
+
+# Establish convention for real and fake labels during training (floats: BCELoss needs them)
+REAL_LABEL = 1.
+FAKE_LABEL = 0.
+
+
+@dataclasses.dataclass
+class TrainingState:
+    """Everything the training loop changes; a checkpoint holds it. The position (epoch,
+    batch_in_epoch, iteration) is that of the next batch to train."""
+    netG: nn.Module
+    netD: nn.Module
+    criterion: nn.Module
+    fixed_noise: torch.Tensor
+    optimizerD: optim.Optimizer
+    optimizerG: optim.Optimizer
+    logits: bool = False  # --amp: D returns logits and criterion is BCEWithLogitsLoss
+    # Beyond the tutorial: the networks as the step runs them (wrapped for speed and
+    # scale), the EMA generator, metrics, SWD rows, random streams for exact resume.
+    trainG: Optional[nn.Module] = None
+    trainD: Optional[nn.Module] = None
+    ema: Optional[nn.Module] = None
+    metrics: Optional["Metrics"] = None
+    img_list: list = dataclasses.field(default_factory=list)  # uint8 fixed-noise grids
+    img_iterations: list = dataclasses.field(default_factory=list)
+    evals: list = dataclasses.field(default_factory=list)
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    iteration: int = 0
+    random: "RandomStreams" = dataclasses.field(default_factory=lambda: RandomStreams())
+    elapsed: float = 0.0  # training seconds before this process started
+    started: float = dataclasses.field(default_factory=time.time)
+
+    @property
+    def sampleG(self):
+        """The generator that figures, samples and SWD use: the EMA one if there is one."""
+        return self.ema if self.ema is not None else self.netG
+
+    def seconds(self):
+        """Training seconds so far, earlier processes of a resumed run included."""
+        return self.elapsed + time.time() - self.started
+
+
+def loss_and_optimizers(args, netG, netD, device, logits=False):
+    """The tutorial's criterion, fixed noise and optimizers, in its order."""
+    # Initialize the BCELoss function (--amp: the same loss on D's logits, computed stably)
+    criterion = nn.BCEWithLogitsLoss() if logits else nn.BCELoss()
+    # Create batch of latent vectors that we will use to visualize the progression of the generator
+    fixed_noise = torch.randn(64, args.nz, 1, 1, device=device)
+    # Setup Adam optimizers for both G and D
+    optimizerD = optim.Adam(netD.parameters(), lr=args.lr, betas=(args.beta1, 0.999))
+    optimizerG = optim.Adam(netG.parameters(), lr=args.lr, betas=(args.beta1, 0.999))
+    return TrainingState(netG, netD, criterion, fixed_noise, optimizerD, optimizerG, logits)
+
+
+# ----------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------
+
+def train_step(netG, netD, optimizerG, optimizerD, criterion, real, nz, logits=False):
+    """One iteration of the tutorial's loop: part (1) updates D, part (2) updates G.
+    Returns the tutorial's statistics as one tensor on the device (no host sync): Loss_D,
+    Loss_G, D(x), D(G(z)) before and after D's step."""
+    # Generate batch of latent vectors (the tutorial draws it after D's all-real pass;
+    # nothing in between draws a random number, so the numbers are the same)
+    noise = torch.randn(real.size(0), nz, 1, 1, device=real.device)
+    try:
+        fake, errD, D_x, D_G_z1 = d_step(netG, netD, optimizerD, criterion, real, noise, logits)
+        errG, D_G_z2 = g_step(netG, netD, optimizerG, criterion, fake, logits)
+    except RuntimeError as error:
+        if "between 0 and 1" in str(error):  # BCELoss refused a NaN from D
+            raise Diverged() from None
+        raise
+    return torch.stack([errD, errG, D_x, D_G_z1, D_G_z2]).detach()
+
+
+def d_step(netG, netD, optimizerD, criterion, real, noise, logits=False):
+    """(1) Update D network: maximize log(D(x)) + log(1 - D(G(z)))."""
+    ## Train with all-real batch
+    netD.zero_grad(set_to_none=True)
+    b_size = real.size(0)
+    label = torch.full((b_size,), REAL_LABEL, dtype=torch.float, device=real.device)
+    # Forward pass real batch through D
+    output = netD(real).view(-1)
+    # Calculate loss on all-real batch
+    errD_real = criterion(output, label)
+    # Calculate gradients for D in backward pass
+    errD_real.backward()
+    D_x = (output.sigmoid() if logits else output).mean()
+
+    ## Train with all-fake batch
+    # Generate fake image batch with G
+    fake = netG(noise)
+    label.fill_(FAKE_LABEL)
+    # Classify all fake batch with D
+    output = netD(fake.detach()).view(-1)
+    # Calculate D's loss on the all-fake batch
+    errD_fake = criterion(output, label)
+    # Calculate the gradients for this batch, accumulated (summed) with previous gradients
+    errD_fake.backward()
+    D_G_z1 = (output.sigmoid() if logits else output).mean()
+    # Compute error of D as sum over the fake and the real batches
+    errD = errD_real + errD_fake
+    # Update D
+    optimizerD.step()
+    return fake, errD, D_x, D_G_z1
+
+
+def g_step(netG, netD, optimizerG, criterion, fake, logits=False):
+    """(2) Update G network: maximize log(D(G(z)))."""
+    netG.zero_grad(set_to_none=True)
+    label = torch.full((fake.size(0),), REAL_LABEL, dtype=torch.float, device=fake.device)  # fake labels are real for generator cost
+    # The tutorial also back-propagates into D's weights here and throws those gradients
+    # away at D's next zero_grad; freezing D skips that work and changes no number. DDP
+    # must not see this forward (its parameters get no gradient), so it gets the module.
+    frozen_D = netD.module if isinstance(netD, DistributedDataParallel) else netD
+    frozen_D.requires_grad_(False)
+    # Since we just updated D, perform another forward pass of all-fake batch through D
+    output = frozen_D(fake).view(-1)
+    # Calculate G's loss based on this output
+    errG = criterion(output, label)
+    # Calculate gradients for G
+    errG.backward()
+    frozen_D.requires_grad_(True)
+    D_G_z2 = (output.sigmoid() if logits else output).mean()
+    # Update G
+    optimizerG.step()
+    return errG, D_G_z2
+
+
+def stats_line(epoch, num_epochs, i, num_batches, stats):
+    """The tutorial's statistics line, to the letter."""
+    return ('[%d/%d][%d/%d]\tLoss_D: %.4f\tLoss_G: %.4f\tD(x): %.4f\tD(G(z)): %.4f / %.4f'
+            % (epoch, num_epochs, i, num_batches, *stats))
+
+
+def training_loop(args, proc, state, dataloader, extras):
+    """The tutorial's training loop: for each batch of each epoch, update D, then G; print
+    the statistics every --log-every batches; save the losses; every --sample-every
+    iterations save G's output on the fixed noise. Each extra is one call to `extras`.
+    Returns after the last iteration, or early when a signal asked to stop."""
+    num_batches = len(dataloader)
+    if state.iteration > extras.last_iteration:
+        return proc.log(f"Nothing to train: the run already has {state.iteration} "
+                        "iterations; raise --num-epochs or --max-iters to train longer")
+    proc.log("Starting Training Loop...")
+    # For each epoch
+    for epoch in range(state.epoch, args.num_epochs):
+        # For each batch in the dataloader (a resumed epoch: the same shuffle, from its batch)
+        batches = state.random.epoch(dataloader, epoch, state.batch_in_epoch)
+        for i, data in enumerate(batches, state.batch_in_epoch):
+            iters = state.iteration
+            # (1) Update D network, (2) Update G network
+            stats = train_step(state.trainG, state.trainD, state.optimizerG, state.optimizerD,
+                               state.criterion, data, args.nz, state.logits)
+            state.iteration, state.batch_in_epoch = iters + 1, i + 1
+            last = iters == extras.last_iteration
+            extras.after_step()  # beyond: EMA, progress bar
+
+            # Save Losses for plotting later (on the device until the next stats line)
+            state.metrics.record(epoch, iters, stats, state.seconds())
+            # Output training stats
+            if i % args.log_every == 0 or last:
+                rows = state.metrics.flush()
+                if i % args.log_every == 0:
+                    proc.log(stats_line(epoch, args.num_epochs, i, num_batches, rows[-1][2:7]))
+                extras.after_stats()  # beyond: TensorBoard
+
+            # Check how the generator is doing by saving G's output on fixed_noise
+            if (iters % args.sample_every == 0) or last:
+                state.img_list.append(fixed_noise_grid(state.sampleG, state.fixed_noise))
+                state.img_iterations.append(iters)
+                extras.after_grid()  # beyond: progress/*.png, TensorBoard
+
+            extras.evaluate(iters, last)  # beyond: SWD every --eval-every
+            if extras.checkpoint(iters, last) or last:  # beyond: checkpoint, stop on a signal
+                return
+        extras.end_epoch(epoch)  # beyond: a summary line in logs, checkpoint
+
+
+def fixed_noise_grid(netG, fixed_noise):
+    """The tutorial's fixed-noise grid (G in training mode, as the tutorial calls it),
+    as a uint8 CHW tensor on the CPU."""
+    with torch.no_grad():
+        fake = netG(fixed_noise).detach().cpu()
+    return to_uint8(vutils.make_grid(fake.float(), padding=2, normalize=True))
+
+
+def to_uint8(grid):
+    return grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+
+
+# ----------------------------------------------------------------------------------------
+# Results: training images, loss curve, G's progression, real vs fake
+# ----------------------------------------------------------------------------------------
+
+def new_figure(figsize):
+    # matplotlib's object API with no pyplot: no global backend, no display needed.
+    from matplotlib.figure import Figure
+    return Figure(figsize=figsize)
+
+
+def show_grid(ax, grid, title):
+    ax.axis("off")
+    ax.set_title(title)
+    ax.imshow(np.transpose(grid.numpy(), (1, 2, 0)))
+
+
+def save_training_images(real_batch, path):
+    fig = new_figure((8, 8))
+    show_grid(fig.add_subplot(), vutils.make_grid(real_batch[:64].float().cpu(), padding=2,
+                                                  normalize=True), "Training Images")
+    fig.savefig(path, bbox_inches="tight")
+
+
+def save_loss_curve(G_losses, D_losses, path):
+    fig = new_figure((10, 5))
+    ax = fig.add_subplot()
+    ax.set_title("Generator and Discriminator Loss During Training")
+    ax.plot(G_losses, label="G")
+    ax.plot(D_losses, label="D")
+    ax.set_xlabel("iterations")
+    ax.set_ylabel("Loss")
+    ax.legend()
+    fig.savefig(path, bbox_inches="tight")
+
+
+def save_grid(grid, path):
+    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
+
+
+def save_progress_gif(img_list, path):
+    """The tutorial's animation of the fixed-noise grids, one second a frame."""
+    frames = [Image.fromarray(grid.permute(1, 2, 0).numpy()) for grid in img_list]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=1000, loop=0)
+
+
+def save_real_vs_fake(real_batch, fake_grid, path):
+    fig = new_figure((15, 15))
+    # Plot the real images
+    show_grid(fig.add_subplot(1, 2, 1), vutils.make_grid(real_batch[:64].float().cpu(),
+                                                         padding=5, normalize=True), "Real Images")
+    # Plot the fake images from the last epoch
+    show_grid(fig.add_subplot(1, 2, 2), fake_grid, "Fake Images")
+    fig.savefig(path, bbox_inches="tight")
+
+
+def save_results(args, state, dataloader):
+    """The final weights and the tutorial's figures."""
+    out = functools.partial(os.path.join, args.outdir)
+    for name, net in (("netG.pt", state.netG), ("netD.pt", state.netD)):
+        atomic_write(out(name), lambda f: torch.save(net.state_dict(), f))
+    save_loss_curve(state.metrics.G_losses, state.metrics.D_losses, out("loss_curve.png"))
+    save_progress_gif(state.img_list, out("progress.gif"))
+    # Grab a batch of real images from the dataloader (a new draw, as the tutorial's)
+    real_batch = dataloader.first()
+    save_real_vs_fake(real_batch, state.img_list[-1], out("real_vs_fake.png"))
+    if state.evals:
+        save_swd_curve(state.evals, out("swd.png"))
+
+
+# ----------------------------------------------------------------------------------------
+# The program
+# ----------------------------------------------------------------------------------------
+
+def train(args, checkpoint=None):
+    """The tutorial's program from its seed to its figures. Returns the exit status: 0,
+    or 128 + the signal's number when a signal stopped it after a checkpoint."""
+    proc = setup_distributed(args)  # beyond: rank, device; torchrun's process group
+    tensorboard = start_run(args, proc, checkpoint)  # beyond: outdir, config.json, notes
+
+    # Set random seed for reproducibility (one stream per rank: their noise must differ)
+    proc.log("Random Seed: ", args.seed)
+    random.seed(args.seed)
+    torch.manual_seed(args.seed + proc.rank)
+
+    # Create the dataset and the dataloader (beyond: decoded once, into a cache)
+    images, pixels, dataloader = load_data(args, proc)
+    # Plot some training images
+    real_batch = dataloader.first()
+    if proc.writes:
+        save_training_images(real_batch, os.path.join(args.outdir, "training_images.png"))
+
+    netG, netD = build_models(args, proc.device)
+    # Print the models
+    proc.log(netG)
+    proc.log(netD)
+    state = loss_and_optimizers(args, netG, netD, proc.device,
+                                logits=args.amp and amp_supported(proc.device))
+
+    # Beyond: resume a checkpoint, the EMA generator, wrappers for speed and scale, extras
+    prepare_training(state, args, proc, checkpoint, len(dataloader))
+    extras = Extras(args, proc, state, images, pixels, tensorboard, len(dataloader))
+    # Training Loop
+    try:
+        with extras:
+            training_loop(args, proc, state, dataloader, extras)
+    except Diverged as error:
+        raise extras.diverged(error) from None
+    if extras.stop.stopping:
+        return extras.stopped()
+    if proc.writes:
+        save_results(args, state, dataloader)
+        proc.log(f"Wrote {args.outdir}: netG.pt, netD.pt, metrics.csv, figures")
+    finish_distributed(proc)
+    return 0
+
+
+# ========================================================================================
+# Part II: beyond the tutorial
+# ========================================================================================
+
+CHECKPOINT_FORMAT = "dcgan.py checkpoint"
+CHECKPOINT_VERSION = 1
+CACHE_VERSION = 1
+CELEBA_HELP = ("get CelebA's img_align_celeba.zip from the official site "
+               "(mmlab.ie.cuhk.edu.hk/projects/CelebA.html) or the Kaggle mirror "
+               "(kaggle.com/datasets/jessicali9530/celeba-dataset), or try --download; "
+               "see data/README.md")
+
+
+# ----------------------------------------------------------------------------------------
+# Around the training loop: each extra as one call
+# ----------------------------------------------------------------------------------------
+
+def start_run(args, proc, checkpoint):
+    """Before any work: settles the derived settings, proves the outdir writable, writes
+    config.json and prints the configuration. Returns the TensorBoard writer, or None."""
+    args.checkpoint_every = args.checkpoint_every or args.sample_every
+    args.cache_dir = args.cache_dir or default_cache_dir()
+    if proc.device.type == "cpu":
+        keep_freed_memory()
+    if proc.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    tensorboard = None
+    if proc.writes:
+        check_outdir(args.outdir, resuming=checkpoint is not None)
+        tensorboard = open_tensorboard(os.path.join(args.outdir, "tensorboard")) if args.tensorboard else None
+        proc.log("Configuration:")
+        for key, value in vars(args).items():
+            proc.log(f"  {key}: {value}")
+        proc.log(f"  (device: {proc.device}, processes: {proc.world_size}, torch {torch.__version__})")
+        atomic_write(os.path.join(args.outdir, "config.json"),
+                     lambda f: f.write(json.dumps(vars(args), indent=2).encode()))
+    announce_fallbacks(args, proc)
+    return tensorboard
+
+
+def prepare_training(state, args, proc, checkpoint, num_batches):
+    """Set-up before the loop: the EMA generator, the checkpoint's state, the metrics
+    file, and the networks as the step runs them (channels-last, autocast, compile, DDP)."""
+    broadcast(state.fixed_noise, proc)  # every rank draws the grids (SyncBatchNorm): same noise
+    if args.ema is not None:
+        state.ema = copy.deepcopy(state.netG).requires_grad_(False)
+    if checkpoint is not None:
+        restore_training(state, checkpoint, args, proc, num_batches)
+    state.metrics = Metrics(os.path.join(args.outdir, "metrics.csv"),
+                            checkpoint["metrics"] if checkpoint else [], write=proc.writes)
+    state.trainG = prepare_for_training(state.netG, args, proc)
+    state.trainD = prepare_for_training(state.netD, args, proc, logits=state.logits)
+
+
+class Extras:
+    """What this program adds around the tutorial's loop, each as one call from it: the
+    EMA generator, the progress bar, TensorBoard, the grids on disk, SWD, checkpoints and
+    stopping on a signal. A context manager: it holds the signal handlers and the bar."""
+
+    def __init__(self, args, proc, state, images, pixels, tensorboard, num_batches):
+        self.args, self.proc, self.state, self.tensorboard = args, proc, state, tensorboard
+        self.out = functools.partial(os.path.join, args.outdir)
+        self.num_batches = num_batches
+        total = args.num_epochs * num_batches
+        self.last_iteration = min(total, args.max_iters or total) - 1
+        self.evaluator = (SWDEvaluator(images, pixels, args, proc.device, proc.log)
+                          if args.eval_every and proc.writes else None)
+        if proc.writes:
+            write_eval_csv(self.out("eval.csv"), state.evals)
+        self.bar = tqdm(total=total, initial=state.iteration, unit="img",
+                        unit_scale=args.batch_size, dynamic_ncols=True,
+                        disable=None if proc.writes else True)
+        self.stop = StopRequest()
+        self.epoch_steps, self.epoch_clock = 0, time.time()
+        self.logged_rows = len(state.metrics.rows)
+
+    def __enter__(self):
+        self.stop.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.__exit__(*exc)
+        if self.epoch_steps and exc[0] is None:
+            self._epoch_summary(self.state.epoch)
+        self.bar.close()
+        if self.tensorboard:
+            self.after_stats()
+            self.tensorboard.close()
+
+    def after_step(self):
+        if self.state.ema is not None:
+            update_ema(self.state.ema, self.state.netG, self.args.ema)
+        self.bar.update(1)
+        self.epoch_steps += 1
+
+    def after_stats(self):
+        """Sends TensorBoard the rows that reached the host since the last call (a
+        checkpoint brings rows to the host too)."""
+        if self.tensorboard:
+            log_scalars(self.tensorboard, self.state.metrics.rows[self.logged_rows:])
+            self.logged_rows = len(self.state.metrics.rows)
+
+    def after_grid(self):
+        iteration, grid = self.state.img_iterations[-1], self.state.img_list[-1]
+        if self.proc.writes:
+            save_grid(grid, self.out("progress", f"iter_{iteration:07d}.png"))
+        if self.tensorboard:
+            self.tensorboard.add_image("fixed_noise", grid, iteration)
+
+    def evaluate(self, iters, last):
+        if self.evaluator and (iters % self.args.eval_every == 0 or last):
+            self.state.evals.append(self.evaluator.evaluate(self.state.sampleG, iters))
+            write_eval_csv(self.out("eval.csv"), self.state.evals)
+            if self.tensorboard:
+                self.tensorboard.add_scalar("swd_avg", self.state.evals[-1]["swd_avg"], iters)
+
+    def checkpoint(self, iters, last):
+        """Writes checkpoint.pt when due or when stopping; True when a signal asks to stop."""
+        # Under torchrun the ranks agree on stopping where they synchronise anyway.
+        if self.proc.world_size == 1 or (self.state.batch_in_epoch - 1) % self.args.log_every == 0:
+            self.stop.agree(self.proc)
+        if last or self.stop.stopping or iters % self.args.checkpoint_every == 0:
+            self.save()
+        return self.stop.stopping
+
+    def end_epoch(self, epoch):
+        self._epoch_summary(epoch)
+        self.state.epoch, self.state.batch_in_epoch = epoch + 1, 0
+        self.state.random.end_epoch()
+        self.save()
+
+    def save(self):
+        save_checkpoint(self.out("checkpoint.pt"), self.args, self.state, self.proc, self.num_batches)
+
+    def _epoch_summary(self, epoch):
+        """Without a progress bar (not a terminal), one line per epoch on stderr."""
+        if self.proc.writes and self.bar.disable:
+            took = time.time() - self.epoch_clock
+            print(f"epoch {epoch}/{self.args.num_epochs}: {self.epoch_steps} iterations in "
+                  f"{took:.0f} s, {self.epoch_steps * self.args.batch_size / max(took, 1e-9):.1f} "
+                  "images/s", file=sys.stderr)
+        self.epoch_steps, self.epoch_clock = 0, time.time()
+
+    def stopped(self):
+        """After a signal: says how to resume; returns the exit status 128 + signal."""
+        path = self.out("checkpoint.pt")
+        self.proc.log(f"Stopped by {signal.Signals(self.stop.signum).name} after iteration "
+                      f"{self.state.iteration}; checkpoint written to {path}. Resume with: "
+                      f"python dcgan.py --resume {path}")
+        finish_distributed(self.proc)
+        return 128 + self.stop.signum
+
+    def diverged(self, error):
+        iteration = self.state.iteration if error.iteration is None else error.iteration
+        return UserError(
+            f"training diverged at iteration {iteration}: a loss or D output became NaN or "
+            f"infinite; the last good checkpoint, {self.out('checkpoint.pt')}, is intact; "
+            "resume from it with a lower --lr")
+
+
+class StopRequest:
+    """Turns Ctrl-C and SIGTERM into a flag that the loop checks after each iteration, so
+    that the run can write a checkpoint and say how to resume."""
+
+    def __init__(self):
+        self.signum = None
+        self.stopping = False
+
+    def agree(self, proc):
+        """Sets `stopping` when this process (or, under torchrun, any rank) got a signal."""
+        if proc.world_size == 1:
+            self.stopping = self.signum is not None
+            return
+        signum = torch.tensor(self.signum or 0, device=proc.device)
+        dist.all_reduce(signum, op=dist.ReduceOp.MAX)
+        self.signum = int(signum.item()) or None
+        self.stopping = self.signum is not None
+
+    def __enter__(self):
+        self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def handle(self, signum, frame):
+        if self.signum is not None:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+class Diverged(Exception):
+    """A loss or D output became NaN or infinite (at `iteration`, when known)."""
+
+    def __init__(self, iteration=None):
+        super().__init__(iteration)
+        self.iteration = iteration
+
+
+def check_outdir(outdir, resuming):
+    """Creates the output folder and proves it writable before any work starts, and
+    refuses to start a new run over an earlier run's checkpoint."""
+    try:
+        os.makedirs(os.path.join(outdir, "progress"), exist_ok=True)
+        with tempfile.TemporaryFile(dir=outdir):
+            pass
+    except OSError as error:
+        raise UserError(f"--outdir {outdir}: cannot write there ({error.strerror}); "
+                        "choose a writable folder") from None
+    existing = os.path.join(outdir, "checkpoint.pt")
+    if not resuming and os.path.exists(existing):
+        raise UserError(f"--outdir {outdir}: holds the checkpoint of an earlier run; "
+                        "continue it with --resume, or start afresh in another --outdir "
+                        f"(or after deleting {existing})")
+
+
+def open_tensorboard(logdir):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("--tensorboard needs the tensorboard package: pip install "
+                        "tensorboard (or drop --tensorboard)") from None
+    return SummaryWriter(logdir)
+
+
+def log_scalars(writer, rows):
+    for epoch, iteration, loss_d, loss_g, d_x, d_g_z1, d_g_z2, _ in rows:
+        writer.add_scalars("loss", {"D": loss_d, "G": loss_g}, iteration)
+        writer.add_scalars("D_output", {"D(x)": d_x, "D(G(z)) before D step": d_g_z1,
+                                        "D(G(z)) after D step": d_g_z2}, iteration)
+
+
+METRICS_COLUMNS = ["epoch", "iteration", "Loss_D", "Loss_G", "D_x", "D_G_z1", "D_G_z2", "seconds"]
+
+
+class Metrics:
+    """The per-iteration statistics (the tutorial's G_losses and D_losses, and the rest of
+    its stats line). They stay on the device until flush(), which brings a block to the
+    host with one synchronisation, checks it is finite, and appends it to metrics.csv
+    (when this process writes)."""
+
+    def __init__(self, path, rows=(), write=True):
+        self.path, self.write = path, write
+        self.rows = [list(row) for row in rows]
+        self.pending = []
+        if write:  # rewrite from the checkpoint's rows: a resumed run drops later ones
+            atomic_write(path, lambda f: f.write(self._csv([METRICS_COLUMNS] + self.rows).encode()))
+
+    @property
+    def G_losses(self):
+        return [row[3] for row in self.rows]
+
+    @property
+    def D_losses(self):
+        return [row[2] for row in self.rows]
+
+    def record(self, epoch, iteration, stats, seconds):
+        self.pending.append((epoch, iteration, stats, seconds))
+
+    def flush(self):
+        """Returns the new rows; raises Diverged at the first non-finite one."""
+        if not self.pending:
+            return []
+        values = torch.stack([stats for _, _, stats, _ in self.pending]).tolist()
+        new = [[epoch, iteration, *v, round(seconds, 3)]
+               for (epoch, iteration, _, seconds), v in zip(self.pending, values)]
+        self.pending = []
+        for row in new:
+            if not all(math.isfinite(x) for x in row[2:7]):
+                raise Diverged(row[1])
+        self.rows += new
+        if self.write:
+            with open(self.path, "a", newline="") as f:
+                f.write(self._csv(new))
+        return new
+
+    @staticmethod
+    def _csv(rows):
+        return "".join(",".join(str(x) for x in row) + "\n" for row in rows)
+
+
+# ----------------------------------------------------------------------------------------
+# The decode-once cache and its batches
+# ----------------------------------------------------------------------------------------
+
+def load_data(args, proc):
+    """The dataset, its decode-once cache (built by rank 0 while the others wait) and
+    the dataloader."""
+    if args.download and proc.writes:
+        download_celeba(args.dataroot)
+    barrier(proc)
+    images = make_dataset(args.dataroot, args.image_size, args.nc)
+    pixels = None
+    if not args.no_cache:
+        pixels = load_pixel_cache(images, args.image_size, args.nc, args.cache_dir,
+                                  args.workers, build=proc.writes)
+        barrier(proc)
+        if pixels is None:
+            pixels = load_pixel_cache(images, args.image_size, args.nc, args.cache_dir,
+                                      args.workers)
+    dataloader = Batches(images, pixels, args.batch_size, args.workers, proc, args.seed,
+                         args.channels_last)
+    return images, pixels, dataloader
 
 
 def make_dataset(dataroot, image_size=64, nc=3, flag="--dataroot"):
@@ -511,6 +922,29 @@ def make_dataset(dataroot, image_size=64, nc=3, flag="--dataroot"):
     return dataset
 
 
+def load_image(path, mode):
+    """torchvision's PIL loader, converting to `mode` ('RGB' or 'L')."""
+    with open(path, "rb") as f:
+        return Image.open(f).convert(mode)
+
+
+def decoded_batches(images, index_batches, workers, device):
+    """The tutorial's pipeline: DataLoader workers decode and transform every image."""
+    loader = torch.utils.data.DataLoader(
+        images, batch_sampler=[b.tolist() for b in index_batches], num_workers=workers,
+        collate_fn=stack_readable, pin_memory=device.type == "cuda",
+        worker_init_fn=ignore_interrupts, generator=torch.Generator())
+    for batch in loader:
+        if batch is not None:
+            yield batch.to(device, non_blocking=True)
+
+
+def stack_readable(batch):
+    """collate_fn that drops unreadable images (None)."""
+    batch = [item for item in batch if item is not None]
+    return torch.stack(batch) if batch else None
+
+
 def download_celeba(dataroot):
     """Fetches CelebA with torchvision into dataroot/img_align_celeba (the tutorial's
     layout). Its Google Drive mirror often refuses (quota), so every failure ends in the
@@ -529,6 +963,31 @@ def download_celeba(dataroot):
         raise UserError(f"--download failed ({reason}): the mirror often refuses (quota); "
                         f"{CELEBA_HELP.replace(', or try --download', '')}, and unzip it "
                         f"into {dataroot}") from None
+
+
+class PixelView(torch.utils.data.Dataset):
+    """FaceImages.pixels as a dataset, so that DataLoader workers can decode in parallel."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return index, self.images.pixels(index)
+
+
+def stack_pixels(batch):
+    batch = [(i, p) for i, p in batch if p is not None]
+    return [i for i, _ in batch], np.stack([p for _, p in batch]) if batch else None
+
+
+def ignore_interrupts(worker_id):
+    """worker_init_fn: Ctrl-C and SIGTERM are the main process's to handle, so that it can
+    write a checkpoint before the workers go."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def decode_images(images, indices, workers, desc):
@@ -601,80 +1060,32 @@ def load_pixel_cache(images, image_size, nc, cache_dir, workers, build=True):
     return torch.from_numpy(np.load(path))
 
 
-class Batches:
-    """Training batches, in the tutorial's shuffle order, as normalised tensors on the
-    device, whether the pixels come from the decode-once cache or from ImageFolder workers.
-
-    The shuffle is drawn by a DataLoader over the image indices, which makes exactly the
-    random draws of the tutorial's DataLoader; under torchrun a DistributedSampler gives
-    each rank its disjoint share, per-rank batch = batch_size / world_size.
-    """
-
-    def __init__(self, images, pixels, batch_size, workers, device, rank=0, world_size=1,
-                 seed=0, channels_last=False):
-        self.images, self.workers, self.device = images, workers, device
-        self.channels_last = channels_last
-        count = len(images) if pixels is None else len(pixels)
-        self.sampler = (torch.utils.data.DistributedSampler(
-            range(count), num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
-            if world_size > 1 else None)
-        self.index_loader = torch.utils.data.DataLoader(
-            range(count), batch_size=batch_size // world_size,
-            shuffle=self.sampler is None, sampler=self.sampler)
-        self.pixels = pixels
-        if pixels is not None and device.type == "cuda" and fits_on_gpu(pixels, device):
-            self.pixels = pixels.to(device)  # the whole dataset on the GPU: no host copies
-
-    def __len__(self):
-        return len(self.index_loader)
-
-    def epoch(self, epoch, start=0):
-        """The batches of one epoch from batch `start` on. The shuffle's random draws
-        happen here, at once, as when the tutorial's loop starts an epoch."""
-        if self.sampler is not None:
-            self.sampler.set_epoch(epoch)
-        return self._load(list(self.index_loader)[start:])
-
-    def first(self):
-        """One batch, drawn as the tutorial's next(iter(dataloader)) draws it."""
-        return next(self._load([next(iter(self.index_loader))]))
-
-    def _load(self, index_batches):
-        if self.pixels is None:
-            yield from self._decode(index_batches)
-            return
-        if self.pixels.device.type != "cpu" and index_batches:
-            # One host-to-device copy of the epoch's indices instead of one per batch.
-            sizes = [len(b) for b in index_batches]
-            index_batches = torch.cat(index_batches).to(self.pixels.device).split(sizes)
-        for indices in index_batches:
-            batch = self.pixels.index_select(0, indices)
-            move = how_to_move(batch.device, self.device)
-            if move == "pin and copy":
-                batch = batch.pin_memory()
-            if move != "none":
-                batch = batch.to(self.device, non_blocking=True)
-            yield self._finish(normalize_pixels(batch))
-
-    def _decode(self, index_batches):
-        loader = torch.utils.data.DataLoader(
-            self.images, batch_sampler=[b.tolist() for b in index_batches],
-            num_workers=self.workers, collate_fn=stack_readable,
-            pin_memory=self.device.type == "cuda", worker_init_fn=ignore_interrupts,
-            generator=torch.Generator())
-        for batch in loader:
-            if batch is not None:
-                yield self._finish(batch.to(self.device, non_blocking=True))
-
-    def _finish(self, batch):
-        return batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
+def pixels_on_device(pixels, device):
+    """The whole cache on the GPU when it fits (no host copies at all), else where it is."""
+    if device.type == "cuda" and fits_on_gpu(pixels, device):
+        return pixels.to(device)
+    return pixels
 
 
-def normalize_pixels(pixels):
-    """uint8 pixels to the model's input: the arithmetic of the tutorial's ToTensor
-    (x / 255) and Normalize(0.5, 0.5) ((x - 0.5) / 0.5), done in place, on the device;
-    the results are bit-identical."""
-    return pixels.to(torch.float32).div_(255).sub_(0.5).div_(0.5)
+def fits_on_gpu(tensor, device):
+    free, _ = torch.cuda.mem_get_info(device)
+    return tensor.numel() * tensor.element_size() < 0.5 * free
+
+
+def cached_batches(pixels, index_batches, device):
+    """The cache's uint8 rows of each batch, moved to the device and normalised there."""
+    if pixels.device.type != "cpu" and index_batches:
+        # One host-to-device copy of the epoch's indices instead of one per batch.
+        sizes = [len(b) for b in index_batches]
+        index_batches = torch.cat(index_batches).to(pixels.device).split(sizes)
+    for indices in index_batches:
+        batch = pixels.index_select(0, indices)
+        move = how_to_move(batch.device, device)
+        if move == "pin and copy":
+            batch = batch.pin_memory()
+        if move != "none":
+            batch = batch.to(device, non_blocking=True)
+        yield normalize_pixels(batch)
 
 
 def how_to_move(source, target):
@@ -686,597 +1097,15 @@ def how_to_move(source, target):
     return "pin and copy" if source.type == "cpu" and target.type == "cuda" else "copy"
 
 
-def fits_on_gpu(tensor, device):
-    free, _ = torch.cuda.mem_get_info(device)
-    return tensor.numel() * tensor.element_size() < 0.5 * free
+def normalize_pixels(pixels):
+    """uint8 pixels to the model's input: the arithmetic of the tutorial's ToTensor
+    (x / 255) and Normalize(0.5, 0.5) ((x - 0.5) / 0.5), done in place, on the device;
+    the results are bit-identical."""
+    return pixels.to(torch.float32).div_(255).sub_(0.5).div_(0.5)
 
 
 # ----------------------------------------------------------------------------------------
-# Models
-# ----------------------------------------------------------------------------------------
-
-# custom weights initialization called on netG and netD (the tutorial's, verbatim)
-def weights_init(m):
-    classname = m.__class__.__name__
-    if classname.find('Conv') != -1:
-        nn.init.normal_(m.weight.data, 0.0, 0.02)
-    elif classname.find('BatchNorm') != -1:
-        nn.init.normal_(m.weight.data, 1.0, 0.02)
-        nn.init.constant_(m.bias.data, 0)
-
-
-class Generator(nn.Module):
-    """z (nz x 1 x 1) -> image (nc x image_size x image_size) in [-1, 1].
-
-    At 64 px this is the tutorial's generator, layer for layer: a 4x4 block with ngf*8
-    feature maps, three blocks that each double the size and halve the maps, and the
-    output layer. Each doubling of image_size adds one block (and doubles the maps at 4x4).
-    """
-
-    def __init__(self, nz=100, ngf=64, nc=3, image_size=64):
-        super().__init__()
-        mult = image_size // 8
-        layers = [
-            # input is Z, going into a convolution; state size. (ngf*mult) x 4 x 4
-            nn.ConvTranspose2d(nz, ngf * mult, 4, 1, 0, bias=False),
-            nn.BatchNorm2d(ngf * mult),
-            nn.ReLU(True),
-        ]
-        while mult > 1:  # state size doubles, feature maps halve
-            layers += [
-                nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(ngf * mult // 2),
-                nn.ReLU(True),
-            ]
-            mult //= 2
-        layers += [
-            # state size. (ngf) x image_size/2 x image_size/2
-            nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False),
-            nn.Tanh(),
-            # state size. (nc) x image_size x image_size
-        ]
-        self.main = nn.Sequential(*layers)
-        self.nz, self.nc, self.image_size = nz, nc, image_size
-
-    def forward(self, input):
-        return self.main(input)
-
-
-class Discriminator(nn.Module):
-    """image (nc x image_size x image_size) -> probability that it is real.
-
-    At 64 px this is the tutorial's discriminator, layer for layer; each doubling of
-    image_size adds one stride-2 block.
-    """
-
-    def __init__(self, nc=3, ndf=64, image_size=64):
-        super().__init__()
-        layers = [
-            # input is (nc) x image_size x image_size
-            nn.Conv2d(nc, ndf, 4, 2, 1, bias=False),
-            nn.LeakyReLU(0.2, inplace=True),
-        ]
-        mult, size = 1, image_size // 2
-        while size > 4:  # state size halves, feature maps double
-            layers += [
-                nn.Conv2d(ndf * mult, ndf * mult * 2, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(ndf * mult * 2),
-                nn.LeakyReLU(0.2, inplace=True),
-            ]
-            mult, size = mult * 2, size // 2
-        layers += [
-            # state size. (ndf*mult) x 4 x 4
-            nn.Conv2d(ndf * mult, 1, 4, 1, 0, bias=False),
-            nn.Sigmoid(),
-        ]
-        self.main = nn.Sequential(*layers)
-
-    def forward(self, input):
-        return self.main(input)
-
-
-def build_models(args, device):
-    """Creates and initialises G, then D, in the tutorial's order (their random draws
-    are part of the reproduction)."""
-    netG = Generator(args.nz, args.ngf, args.nc, args.image_size).to(device)
-    netG.apply(weights_init)
-    netD = Discriminator(args.nc, args.ndf, args.image_size).to(device)
-    netD.apply(weights_init)
-    return netG, netD
-
-
-class Autocast(nn.Module):
-    """Runs a network under bf16 autocast and returns float32. For D it returns logits:
-    its final Sigmoid moves into BCEWithLogitsLoss, the same function, computed stably."""
-
-    def __init__(self, model, device_type, logits=False):
-        super().__init__()
-        self.net = model.main[:-1] if logits else model  # shares the model's parameters
-        self.device_type = device_type
-
-    def forward(self, input):
-        with torch.autocast(self.device_type, dtype=torch.bfloat16):
-            return self.net(input).float()
-
-
-def amp_supported(device):
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
-
-
-def prepare_for_training(model, args, device, world_size, logits=False):
-    """Wraps a network for speed and scale (each wrapper only when asked): channels-last,
-    SyncBatchNorm, bf16 autocast, torch.compile, then nn.DataParallel (--ngpu, the
-    tutorial's) or DistributedDataParallel (torchrun). The unwrapped model keeps the
-    parameters, the state dict and the tutorial's layout."""
-    if args.channels_last:
-        model.to(memory_format=torch.channels_last)
-    if args.sync_bn and world_size > 1 and device.type == "cuda":
-        nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces layers in place
-    net = Autocast(model, device.type, logits) if args.amp and amp_supported(device) else model
-    if args.compile:
-        net = torch.compile(net)
-    if world_size > 1:
-        net = DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
-    elif device.type == "cuda" and args.ngpu > 1:
-        net = nn.DataParallel(net, list(range(args.ngpu)))
-    return net
-
-
-@torch.no_grad()
-def update_ema(ema, model, decay):
-    """ema <- decay * ema + (1 - decay) * model for weights; BatchNorm buffers copied."""
-    for averaged, current in zip(ema.parameters(), model.parameters()):
-        averaged.lerp_(current, 1 - decay)
-    for averaged, current in zip(ema.buffers(), model.buffers()):
-        averaged.copy_(current)
-
-
-def count_parameters(model):
-    return sum(p.numel() for p in model.parameters())
-
-
-# ----------------------------------------------------------------------------------------
-# Training
-# ----------------------------------------------------------------------------------------
-
-# Establish convention for real and fake labels during training (floats: BCELoss needs them)
-REAL_LABEL = 1.
-FAKE_LABEL = 0.
-
-
-def train_step(netG, netD, optimizerG, optimizerD, criterion, real, nz, logits=False):
-    """One iteration of the tutorial's loop: part (1) updates D, part (2) updates G.
-    With logits=True, D returns logits and criterion is BCEWithLogitsLoss (--amp).
-    Returns the tutorial's statistics as one tensor on the device: Loss_D, Loss_G, D(x),
-    D(G(z)) before and after D's step."""
-    # Generate batch of latent vectors (the tutorial draws it after D's all-real pass;
-    # nothing in between draws a random number, so the numbers are the same)
-    noise = torch.randn(real.size(0), nz, 1, 1, device=real.device)
-    fake, errD, D_x, D_G_z1 = d_step(netG, netD, optimizerD, criterion, real, noise, logits)
-    errG, D_G_z2 = g_step(netG, netD, optimizerG, criterion, fake, logits)
-    return torch.stack([errD, errG, D_x, D_G_z1, D_G_z2]).detach()
-
-
-def d_step(netG, netD, optimizerD, criterion, real, noise, logits=False):
-    """(1) Update D network: maximize log(D(x)) + log(1 - D(G(z)))."""
-    ## Train with all-real batch
-    netD.zero_grad(set_to_none=True)
-    b_size = real.size(0)
-    label = torch.full((b_size,), REAL_LABEL, dtype=torch.float, device=real.device)
-    # Forward pass real batch through D
-    output = netD(real).view(-1)
-    # Calculate loss on all-real batch
-    errD_real = criterion(output, label)
-    # Calculate gradients for D in backward pass
-    errD_real.backward()
-    D_x = mean_probability(output, logits)
-
-    ## Train with all-fake batch
-    # Generate fake image batch with G
-    fake = netG(noise)
-    label.fill_(FAKE_LABEL)
-    # Classify all fake batch with D
-    output = netD(fake.detach()).view(-1)
-    # Calculate D's loss on the all-fake batch
-    errD_fake = criterion(output, label)
-    # Calculate the gradients for this batch, accumulated (summed) with previous gradients
-    errD_fake.backward()
-    D_G_z1 = mean_probability(output, logits)
-    # Compute error of D as sum over the fake and the real batches
-    errD = errD_real + errD_fake
-    # Update D
-    optimizerD.step()
-    return fake, errD, D_x, D_G_z1
-
-
-def g_step(netG, netD, optimizerG, criterion, fake, logits=False):
-    """(2) Update G network: maximize log(D(G(z)))."""
-    netG.zero_grad(set_to_none=True)
-    label = torch.full((fake.size(0),), REAL_LABEL, dtype=torch.float, device=fake.device)  # fake labels are real for generator cost
-    # The tutorial also back-propagates into D's weights here and throws those gradients
-    # away at D's next zero_grad; freezing D skips that work and changes no number. DDP
-    # must not see this forward (its parameters get no gradient), so it gets the module.
-    frozen_D = netD.module if isinstance(netD, DistributedDataParallel) else netD
-    frozen_D.requires_grad_(False)
-    # Since we just updated D, perform another forward pass of all-fake batch through D
-    output = frozen_D(fake).view(-1)
-    # Calculate G's loss based on this output
-    errG = criterion(output, label)
-    # Calculate gradients for G
-    errG.backward()
-    frozen_D.requires_grad_(True)
-    D_G_z2 = mean_probability(output, logits)
-    # Update G
-    optimizerG.step()
-    return errG, D_G_z2
-
-
-def mean_probability(output, logits):
-    return (output.sigmoid() if logits else output).mean()
-
-
-def stats_line(epoch, num_epochs, i, num_batches, stats):
-    """The tutorial's statistics line, to the letter."""
-    return ('[%d/%d][%d/%d]\tLoss_D: %.4f\tLoss_G: %.4f\tD(x): %.4f\tD(G(z)): %.4f / %.4f'
-            % (epoch, num_epochs, i, num_batches, *stats))
-
-
-METRICS_COLUMNS = ["epoch", "iteration", "Loss_D", "Loss_G", "D_x", "D_G_z1", "D_G_z2", "seconds"]
-
-
-class Metrics:
-    """The per-iteration statistics. They stay on the device until flush(), which brings a
-    block to the host with one synchronisation, checks it is finite, and appends it to
-    metrics.csv (when this process writes)."""
-
-    def __init__(self, path, rows=(), write=True):
-        self.path, self.write = path, write
-        self.rows = [list(row) for row in rows]
-        self.pending = []
-        if write:  # rewrite from the checkpoint's rows: a resumed run drops later ones
-            atomic_write(path, lambda f: f.write(self._csv([METRICS_COLUMNS] + self.rows).encode()))
-
-    def record(self, epoch, iteration, stats, seconds):
-        self.pending.append((epoch, iteration, stats, seconds))
-
-    def flush(self):
-        """Returns the new rows; raises Diverged at the first non-finite one."""
-        if not self.pending:
-            return []
-        values = torch.stack([stats for _, _, stats, _ in self.pending]).tolist()
-        new = [[epoch, iteration, *v, round(seconds, 3)]
-               for (epoch, iteration, _, seconds), v in zip(self.pending, values)]
-        self.pending = []
-        for row in new:
-            if not all(math.isfinite(x) for x in row[2:7]):
-                raise Diverged(row[1])
-        self.rows += new
-        if self.write:
-            with open(self.path, "a", newline="") as f:
-                f.write(self._csv(new))
-        return new
-
-    @staticmethod
-    def _csv(rows):
-        return "".join(",".join(str(x) for x in row) + "\n" for row in rows)
-
-
-class Diverged(Exception):
-    """A loss or D output became NaN or infinite at `iteration`."""
-
-    def __init__(self, iteration):
-        super().__init__(iteration)
-        self.iteration = iteration
-
-
-def fixed_noise_grid(netG, fixed_noise):
-    """The tutorial's fixed-noise grid (G in training mode, as the tutorial calls it),
-    as a uint8 CHW tensor on the CPU."""
-    with torch.no_grad():
-        fake = netG(fixed_noise).detach().cpu()
-    return to_uint8(vutils.make_grid(fake.float(), padding=2, normalize=True))
-
-
-def to_uint8(grid):
-    return grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
-
-
-class StopRequest:
-    """Turns Ctrl-C and SIGTERM into a flag that the loop checks after each iteration, so
-    that the run can write a checkpoint and say how to resume."""
-
-    def __init__(self):
-        self.signum = None
-        self.stopping = False
-
-    def agree(self, world_size, device):
-        """Sets `stopping` when this process (or, under torchrun, any rank) got a signal."""
-        if world_size == 1:
-            self.stopping = self.signum is not None
-            return
-        signum = torch.tensor(self.signum or 0, device=device)
-        dist.all_reduce(signum, op=dist.ReduceOp.MAX)
-        self.signum = int(signum.item()) or None
-        self.stopping = self.signum is not None
-
-    def __enter__(self):
-        self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        return self
-
-    def handle(self, signum, frame):
-        if self.signum is not None:  # a second Ctrl-C: stop at once
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
-
-
-def check_outdir(outdir, resuming):
-    """Creates the output folder and proves it writable before any work starts, and
-    refuses to start a new run over an earlier run's checkpoint."""
-    try:
-        os.makedirs(os.path.join(outdir, "progress"), exist_ok=True)
-        with tempfile.TemporaryFile(dir=outdir):
-            pass
-    except OSError as error:
-        raise UserError(f"--outdir {outdir}: cannot write there ({error.strerror}); "
-                        "choose a writable folder") from None
-    existing = os.path.join(outdir, "checkpoint.pt")
-    if not resuming and os.path.exists(existing):
-        raise UserError(f"--outdir {outdir}: holds the checkpoint of an earlier run; "
-                        "continue it with --resume, or start afresh in another --outdir "
-                        f"(or after deleting {existing})")
-
-
-def announce_fallbacks(args, device, world_size, log):
-    """One line for each asked-for feature that this device or job cannot give."""
-    if args.amp and not amp_supported(device):
-        log(f"note: --amp uses bf16 autocast on CUDA only; training in float32 on {device}")
-    if args.sync_bn and world_size == 1:
-        log("note: --sync-bn matters only under torchrun with several processes")
-    elif args.sync_bn and device.type != "cuda":
-        log(f"note: --sync-bn needs CUDA (SyncBatchNorm); BatchNorm statistics stay per "
-            f"process on {device.type}")
-
-
-def load_data(args, device, rank, world_size):
-    """The dataset, its decode-once cache (built by rank 0 while the others wait) and the
-    source of training batches."""
-    if args.download and rank == 0:
-        download_celeba(args.dataroot)
-    barrier(world_size)
-    images = make_dataset(args.dataroot, args.image_size, args.nc)
-    pixels = None
-    if not args.no_cache:
-        pixels = load_pixel_cache(images, args.image_size, args.nc, args.cache_dir,
-                                  args.workers, build=rank == 0)
-        barrier(world_size)
-        if pixels is None:
-            pixels = load_pixel_cache(images, args.image_size, args.nc, args.cache_dir,
-                                      args.workers)
-    batches = Batches(images, pixels, args.batch_size, args.workers, device, rank,
-                      world_size, args.seed, args.channels_last)
-    return images, pixels, batches
-
-
-@dataclasses.dataclass
-class TrainingState:
-    """What the training loop changes and a checkpoint holds, besides the configuration.
-    The position is that of the next batch to train."""
-    netG: nn.Module
-    netD: nn.Module
-    optimizerG: optim.Optimizer
-    optimizerD: optim.Optimizer
-    ema: Optional[nn.Module]
-    fixed_noise: torch.Tensor
-    metrics: "Metrics"
-    grids: list = dataclasses.field(default_factory=list)  # (iteration, uint8 grid)
-    evals: list = dataclasses.field(default_factory=list)  # SWD rows
-    epoch: int = 0
-    batch_in_epoch: int = 0
-    iteration: int = 0
-    epoch_rng: Optional[torch.Tensor] = None  # CPU RNG state before this epoch's shuffle
-    resume_rng: Optional[dict] = None  # RNG states to continue with after that shuffle
-    elapsed: float = 0.0  # training seconds before this process started
-    started: float = dataclasses.field(default_factory=time.time)
-
-    def seconds(self):
-        """Training seconds so far, earlier processes of a resumed run included."""
-        return self.elapsed + time.time() - self.started
-
-
-def train(args, checkpoint=None):
-    """The tutorial's program: data, models, the training loop and its figures.
-    Returns the exit status (0, or 128 + signal number when stopped by a signal)."""
-    rank, world_size, device = setup_distributed(args)
-    writes = rank == 0  # only rank 0 prints, draws figures and writes files
-    out = functools.partial(os.path.join, args.outdir)
-    log = print if writes else (lambda *a, **k: None)
-    args.checkpoint_every = args.checkpoint_every or args.sample_every
-    args.cache_dir = args.cache_dir or default_cache_dir()
-    use_amp = args.amp and amp_supported(device)
-    if device.type == "cpu":
-        keep_freed_memory()
-    tensorboard = None
-    if writes:
-        check_outdir(args.outdir, resuming=checkpoint is not None)
-        tensorboard = open_tensorboard(out("tensorboard")) if args.tensorboard else None
-        print_config(args, device, world_size)
-        atomic_write(out("config.json"), lambda f: f.write(json.dumps(vars(args), indent=2).encode()))
-    announce_fallbacks(args, device, world_size, log)
-
-    # Set random seed for reproducibility (one stream per rank: their noise must differ)
-    log("Random Seed: ", args.seed)
-    random.seed(args.seed)
-    torch.manual_seed(args.seed + rank)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    images, pixels, batches = load_data(args, device, rank, world_size)
-    # Plot some training images
-    real_batch = batches.first()
-    if writes:
-        save_training_images(real_batch, out("training_images.png"))
-
-    # Models, loss, fixed noise, optimizers: the tutorial's order of random draws
-    netG, netD = build_models(args, device)
-    log(netG)
-    log(netD)
-    criterion = nn.BCEWithLogitsLoss() if use_amp else nn.BCELoss()
-    # Create batch of latent vectors that we will use to visualize the progression of the generator
-    fixed_noise = torch.randn(64, args.nz, 1, 1, device=device)
-    if world_size > 1:  # every rank draws the grids (SyncBatchNorm needs them all): same noise
-        dist.broadcast(fixed_noise, 0)
-    state = TrainingState(
-        netG, netD,
-        optimizerG=optim.Adam(netG.parameters(), lr=args.lr, betas=(args.beta1, 0.999)),
-        optimizerD=optim.Adam(netD.parameters(), lr=args.lr, betas=(args.beta1, 0.999)),
-        ema=copy.deepcopy(netG).requires_grad_(False) if args.ema is not None else None,
-        fixed_noise=fixed_noise, metrics=None)
-    if checkpoint is not None:
-        restore_training(state, checkpoint, args, device, len(batches), world_size, rank, log)
-    state.metrics = Metrics(out("metrics.csv"), checkpoint["metrics"] if checkpoint else [],
-                            write=writes)
-    trainG = prepare_for_training(netG, args, device, world_size)
-    trainD = prepare_for_training(netD, args, device, world_size, logits=use_amp)
-    sampleG = state.ema if state.ema is not None else netG  # figures, samples, SWD use it
-    evaluator = SWDEvaluator(images, pixels, args, device) if args.eval_every and writes else None
-    if writes:
-        write_eval_csv(out("eval.csv"), state.evals)
-
-    num_batches = len(batches)
-    total = args.num_epochs * num_batches
-    last_iteration = min(total, args.max_iters or total) - 1
-    if state.iteration > last_iteration:
-        log(f"Nothing to train: the run already has {state.iteration} iterations; raise "
-            "--num-epochs or --max-iters to train longer")
-    checkpoint_path = out("checkpoint.pt")
-
-    def save():
-        save_training(checkpoint_path, args, state, num_batches, world_size, writes)
-
-    # Training Loop
-    log("Starting Training Loop...")
-    bar = tqdm(total=total, initial=state.iteration, unit="img", unit_scale=args.batch_size,
-               dynamic_ncols=True, disable=None if writes else True)
-    with StopRequest() as stop:
-        try:
-            for epoch in range(state.epoch, args.num_epochs):
-                if state.iteration > last_iteration:
-                    break
-                data = start_epoch(batches, state, epoch)
-                epoch_started, first_batch = time.time(), state.batch_in_epoch
-                for i, real in enumerate(data, first_batch):
-                    iters = state.iteration
-                    try:
-                        stats = train_step(trainG, trainD, state.optimizerG, state.optimizerD,
-                                           criterion, real, args.nz, logits=use_amp)
-                    except RuntimeError as error:
-                        if "between 0 and 1" not in str(error):
-                            raise
-                        raise Diverged(iters) from None  # BCELoss refused a NaN from D
-                    if state.ema is not None:
-                        update_ema(state.ema, netG, args.ema)
-                    state.metrics.record(epoch, iters, stats, state.seconds())
-                    state.iteration, state.batch_in_epoch = iters + 1, i + 1
-                    bar.update(1)
-                    last = iters == last_iteration
-                    # Output training stats
-                    if i % args.log_every == 0 or last:
-                        rows = state.metrics.flush()
-                        if writes and i % args.log_every == 0:
-                            bar.write(stats_line(epoch, args.num_epochs, i, num_batches, rows[-1][2:7]))
-                        if tensorboard:
-                            log_scalars(tensorboard, rows)
-                    # Check how the generator is doing by saving G's output on fixed_noise
-                    if iters % args.sample_every == 0 or last:
-                        state.grids.append((iters, fixed_noise_grid(sampleG, fixed_noise)))
-                        if writes:
-                            save_grid(state.grids[-1][1], out("progress", f"iter_{iters:07d}.png"))
-                        if tensorboard:
-                            tensorboard.add_image("fixed_noise", state.grids[-1][1], iters)
-                    if evaluator and (iters % args.eval_every == 0 or last):
-                        state.evals.append(evaluator.evaluate(sampleG, iters))
-                        write_eval_csv(out("eval.csv"), state.evals)
-                        if tensorboard:
-                            tensorboard.add_scalar("swd_avg", state.evals[-1]["swd_avg"], iters)
-                    # Under torchrun the ranks agree on stopping where they synchronise anyway.
-                    if world_size == 1 or i % args.log_every == 0:
-                        stop.agree(world_size, device)
-                    if last or stop.stopping or iters % args.checkpoint_every == 0:
-                        save()
-                    if last or stop.stopping:
-                        break
-                if writes and bar.disable:  # no progress bar (not a terminal): a summary line
-                    done, took = state.batch_in_epoch - first_batch, time.time() - epoch_started
-                    print(f"epoch {epoch}/{args.num_epochs}: {done} iterations in {took:.0f} s, "
-                          f"{done * args.batch_size / max(took, 1e-9):.1f} images/s", file=sys.stderr)
-                if stop.stopping or state.iteration > last_iteration:
-                    break
-                state.epoch, state.batch_in_epoch, state.epoch_rng = epoch + 1, 0, None
-                save()
-        except Diverged as error:
-            bar.close()
-            raise UserError(
-                f"training diverged at iteration {error.iteration}: a loss or D output "
-                f"became NaN or infinite; the last good checkpoint, {checkpoint_path}, is "
-                "intact; resume from it with a lower --lr") from None
-        bar.close()
-    if stop.stopping:
-        log(f"Stopped by {signal.Signals(stop.signum).name} after iteration {state.iteration}; "
-            f"checkpoint written to {checkpoint_path}. Resume with: "
-            f"python dcgan.py --resume {checkpoint_path}")
-    elif writes:
-        for name, net in (("netG.pt", netG), ("netD.pt", netD)):
-            atomic_write(out(name), lambda f: torch.save(net.state_dict(), f))
-        # Grab a batch of real images from the dataloader (a new draw, as the tutorial's)
-        real_batch = batches.first()
-        save_figures(args.outdir, state.metrics.rows, state.grids, real_batch, state.evals)
-        log(f"Wrote {args.outdir}: netG.pt, netD.pt, metrics.csv, figures")
-    if tensorboard:
-        tensorboard.close()
-    if world_size > 1:
-        dist.destroy_process_group()
-    return 128 + stop.signum if stop.stopping else 0
-
-
-def start_epoch(batches, state, epoch):
-    """Draws the epoch's shuffle (the tutorial's draws at the start of an epoch); a resumed
-    run redraws it from the epoch's saved RNG state, then continues its saved streams."""
-    if state.epoch_rng is not None:
-        torch.set_rng_state(state.epoch_rng)
-    state.epoch_rng = torch.get_rng_state()
-    data = batches.epoch(epoch, state.batch_in_epoch)
-    if state.resume_rng is not None:
-        set_rng_states(state.resume_rng)
-        state.resume_rng = None
-    return data
-
-
-def barrier(world_size):
-    if world_size > 1:
-        dist.barrier()
-
-
-def open_tensorboard(logdir):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise UserError("--tensorboard needs the tensorboard package: pip install "
-                        "tensorboard (or drop --tensorboard)") from None
-    return SummaryWriter(logdir)
-
-
-def log_scalars(writer, rows):
-    for epoch, iteration, loss_d, loss_g, d_x, d_g_z1, d_g_z2, _ in rows:
-        writer.add_scalars("loss", {"D": loss_d, "G": loss_g}, iteration)
-        writer.add_scalars("D_output", {"D(x)": d_x, "D(G(z)) before D step": d_g_z1,
-                                        "D(G(z)) after D step": d_g_z2}, iteration)
-
-
-# ----------------------------------------------------------------------------------------
-# Checkpoints
+# Checkpoints and exact resume
 # ----------------------------------------------------------------------------------------
 
 def atomic_write(path, write):
@@ -1298,54 +1127,91 @@ def atomic_write(path, write):
         raise
 
 
-def rng_states(device):
-    """Every random number generator in play, as plain tensors and lists (weights_only)."""
-    numpy_state = np.random.get_state()
-    states = {
-        "torch": torch.get_rng_state(),
-        "device": (torch.get_device_module(device).get_rng_state(device)
-                   if device.type == "cuda" else
-                   torch.get_device_module(device).get_rng_state()
-                   if device.type != "cpu" else None),
-        "device_type": device.type,
-        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)),
-                  *numpy_state[2:]],
-        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-    }
-    return states
+class RandomStreams:
+    """The one place that knows what "the same random draws after resume" needs.
 
+    A run draws from torch's CPU generator (each epoch's shuffle; the noise on the CPU),
+    the device's generator (the noise on a GPU), numpy's and Python's. A checkpoint taken
+    mid-epoch holds two snapshots of each rank: torch's CPU state just before the epoch's
+    shuffle, so that the resumed run redraws the same shuffle, and every stream's state
+    at the checkpoint, to continue from once that shuffle is drawn.
+    """
 
-def set_rng_states(states):
-    torch.set_rng_state(states["torch"])
-    if states["device"] is not None:
-        module = torch.get_device_module(states["device_type"])
-        if states["device_type"] == "cuda":
-            module.set_rng_state(states["device"], torch.cuda.current_device())
+    def __init__(self):
+        self.before_shuffle = None  # torch's CPU state before this epoch's shuffle
+        self.resume_from = None  # every stream's state, to continue with after it
+
+    def epoch(self, dataloader, epoch, start):
+        """dataloader.epoch(epoch, start), its shuffle drawn as the run drew it first."""
+        if self.before_shuffle is not None:
+            torch.set_rng_state(self.before_shuffle)
+        self.before_shuffle = torch.get_rng_state()
+        batches = dataloader.epoch(epoch, start)
+        if self.resume_from is not None:
+            self.set_states(self.resume_from)
+            self.resume_from = None
+        return batches
+
+    def end_epoch(self):
+        self.before_shuffle = None
+
+    def state_dict(self, proc, mid_epoch):
+        """Every rank's streams now ("rng") and its CPU state before the shuffle of the
+        epoch that the next batch belongs to ("epoch_rng")."""
+        before = self.before_shuffle if mid_epoch else torch.get_rng_state()
+        return {"rng": gather(self.get_states(proc.device), proc), "epoch_rng": gather(before, proc)}
+
+    def load_state_dict(self, saved, proc, mid_epoch, reseed=None):
+        """Restores this rank's streams from state_dict(); with `reseed` (the data or the
+        number of processes changed), seeds anew from it instead: no longer exact."""
+        if reseed is None:
+            states, before = saved["rng"][proc.rank], saved["epoch_rng"][proc.rank]
+            if states["device_type"] != proc.device.type:  # CUDA-saved, CPU-loaded: keep the CPU streams
+                states = dict(states, device=None, device_type=proc.device.type)
         else:
-            module.set_rng_state(states["device"])
-    np.random.set_state((states["numpy"][0], states["numpy"][1].numpy().astype(np.uint32),
-                         *states["numpy"][2:]))
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
+            torch.manual_seed(reseed)
+            states, before = self.get_states(proc.device), torch.get_rng_state()
+        if mid_epoch:  # the states follow the epoch's shuffle: redraw it first
+            self.before_shuffle, self.resume_from = before, states
+        else:
+            self.set_states(states)
+
+    @staticmethod
+    def get_states(device):
+        """Every generator in play, as plain tensors and lists (weights_only loads them)."""
+        numpy_state = np.random.get_state()
+        device_module = torch.get_device_module(device) if device.type != "cpu" else None
+        return {
+            "torch": torch.get_rng_state(),
+            "device": (None if device_module is None else device_module.get_rng_state(device)
+                       if device.type == "cuda" else device_module.get_rng_state()),
+            "device_type": device.type,
+            "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)),
+                      *numpy_state[2:]],
+            "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        }
+
+    @staticmethod
+    def set_states(states):
+        torch.set_rng_state(states["torch"])
+        if states["device"] is not None:
+            module = torch.get_device_module(states["device_type"])
+            if states["device_type"] == "cuda":
+                module.set_rng_state(states["device"], torch.cuda.current_device())
+            else:
+                module.set_rng_state(states["device"])
+        np.random.set_state((states["numpy"][0], states["numpy"][1].numpy().astype(np.uint32),
+                             *states["numpy"][2:]))
+        version, internal, gauss = states["python"]
+        random.setstate((version, tuple(internal), gauss))
 
 
-def gather(obj, world_size):
-    """The list of every rank's obj (under torchrun), or [obj]."""
-    if world_size == 1:
-        return [obj]
-    objects = [None] * world_size
-    dist.all_gather_object(objects, obj)
-    return objects
-
-
-def save_training(path, args, state, num_batches, world_size, writes):
+def save_checkpoint(path, args, state, proc, num_batches):
     """Writes the one checkpoint dict that resumes the run exactly (rank 0 writes it;
-    every rank contributes its RNG states)."""
+    every rank contributes its random streams)."""
     state.metrics.flush()  # the checkpoint's rows and metrics.csv agree
-    rng = gather(rng_states(state.fixed_noise.device), world_size)
-    epoch_rng = gather(state.epoch_rng if state.batch_in_epoch else torch.get_rng_state(),
-                       world_size)
-    if not writes:
+    streams = state.random.state_dict(proc, mid_epoch=state.batch_in_epoch > 0)
+    if not proc.writes:
         return
     checkpoint = {
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
@@ -1355,11 +1221,10 @@ def save_training(path, args, state, num_batches, world_size, writes):
         "ema": state.ema.state_dict() if state.ema is not None else None,
         "epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch,
         "iteration": state.iteration, "batches_per_epoch": num_batches,
-        "world_size": world_size, "rng": rng, "epoch_rng": epoch_rng,
+        "world_size": proc.world_size, **streams,
         "fixed_noise": state.fixed_noise.cpu(),
         "metrics": state.metrics.rows,
-        "grids": [grid for _, grid in state.grids],
-        "grid_iterations": [it for it, _ in state.grids],
+        "grids": state.img_list, "grid_iterations": state.img_iterations,
         "evals": state.evals, "elapsed": state.seconds(),
     }
     try:
@@ -1397,7 +1262,7 @@ def load_checkpoint(path, device="cpu", flag="--checkpoint"):
     return checkpoint
 
 
-def restore_training(state, checkpoint, args, device, num_batches, world_size, rank, log):
+def restore_training(state, checkpoint, args, proc, num_batches):
     """Loads a checkpoint into the freshly built training state."""
     state.netG.load_state_dict(checkpoint["netG"])
     state.netD.load_state_dict(checkpoint["netD"])
@@ -1409,131 +1274,198 @@ def restore_training(state, checkpoint, args, device, num_batches, world_size, r
     if state.ema is not None:  # --ema may be turned on mid-run: it starts from G
         state.ema.load_state_dict(checkpoint["ema"] or checkpoint["netG"])
     state.fixed_noise.copy_(checkpoint["fixed_noise"])
-    state.grids = list(zip(checkpoint["grid_iterations"], checkpoint["grids"]))
+    state.img_list, state.img_iterations = list(checkpoint["grids"]), list(checkpoint["grid_iterations"])
     state.evals, state.elapsed, state.started = checkpoint["evals"], checkpoint["elapsed"], time.time()
     state.iteration = checkpoint["iteration"]
-    if checkpoint["world_size"] == world_size and checkpoint["batches_per_epoch"] == num_batches:
-        rng, epoch_rng = checkpoint["rng"][rank], checkpoint["epoch_rng"][rank]
-        if rng["device_type"] != device.type:  # CUDA-saved, CPU-loaded: keep the CPU streams
-            rng = dict(rng, device=None, device_type=device.type)
-    else:
-        log("note: the dataset size or the number of processes changed since the checkpoint; "
-            "the run continues, but not as the uninterrupted run would have")
-        torch.manual_seed(args.seed + rank + checkpoint["iteration"])
-        rng, epoch_rng = rng_states(device), torch.get_rng_state()
     state.epoch, state.batch_in_epoch = checkpoint["epoch"], checkpoint["batch_in_epoch"]
     if state.batch_in_epoch >= num_batches:  # saved after an epoch's last batch
         state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-    if state.batch_in_epoch == 0:  # the states precede the epoch's shuffle: restore them now
-        set_rng_states(rng)
-    else:
-        state.epoch_rng, state.resume_rng = epoch_rng, rng
-    log(f"Resuming {args.resume} at epoch {state.epoch}, batch {state.batch_in_epoch} "
-        f"(iteration {state.iteration})")
+    reseed = None
+    if checkpoint["world_size"] != proc.world_size or checkpoint["batches_per_epoch"] != num_batches:
+        proc.log("note: the dataset size or the number of processes changed since the "
+                 "checkpoint; the run continues, but not as the uninterrupted run would have")
+        reseed = args.seed + proc.rank + checkpoint["iteration"]
+    state.random.load_state_dict(checkpoint, proc, mid_epoch=state.batch_in_epoch > 0, reseed=reseed)
+    proc.log(f"Resuming {args.resume} at epoch {state.epoch}, batch {state.batch_in_epoch} "
+             f"(iteration {state.iteration})")
 
 
-def generator_from_weights(state_dict, path):
-    """Rebuilds the Generator that a state dict (netG.pt, the tutorial's own, or a
-    checkpoint's) belongs to, from the shapes of its weights."""
-    state_dict = {k.removeprefix("module.").removeprefix("_orig_mod."): v
-                  for k, v in state_dict.items()}
-    convs = [v for k, v in state_dict.items() if k.startswith("main.") and v.dim() == 4]
+# ----------------------------------------------------------------------------------------
+# Devices and distributed training
+# ----------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Process:
+    """This process's place in the job: its rank among world_size processes, its device,
+    and whether it writes (rank 0 alone prints, plots and writes files)."""
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def writes(self):
+        return self.rank == 0
+
+    def log(self, *values):
+        """print() for rank 0, that keeps a progress bar below the lines."""
+        if self.writes:
+            tqdm.write(" ".join(str(v) for v in values))
+
+
+def setup_distributed(args):
+    """Joins the torchrun job if there is one; returns this Process.
+
+    NCCL on CUDA, Gloo elsewhere. The timeout makes a rank that died or hangs end the
+    whole job with an error instead of a silent wait; torchrun stops the other ranks.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Process(device=pick_device(args.device, args.ngpu))
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    if args.ngpu > 1:
+        raise UserError("--ngpu > 1 (nn.DataParallel) cannot run under torchrun, which "
+                        "already gives each GPU its own process; drop --ngpu")
+    if args.batch_size % world_size:
+        raise UserError(f"--batch-size {args.batch_size} cannot be split evenly over "
+                        f"{world_size} processes; use a multiple of {world_size}")
+    device = pick_device(args.device, args.ngpu, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                            timeout=datetime.timedelta(minutes=30))
+    return Process(rank, world_size, device)
+
+
+def finish_distributed(proc):
+    if proc.world_size > 1:
+        dist.destroy_process_group()
+
+
+def barrier(proc):
+    if proc.world_size > 1:
+        dist.barrier()
+
+
+def broadcast(tensor, proc):
+    """Rank 0's tensor on every rank."""
+    if proc.world_size > 1:
+        dist.broadcast(tensor, 0)
+
+
+def gather(obj, proc):
+    """The list of every rank's obj (under torchrun), or [obj]."""
+    if proc.world_size == 1:
+        return [obj]
+    objects = [None] * proc.world_size
+    dist.all_gather_object(objects, obj)
+    return objects
+
+
+def pick_device(requested, ngpu=1, local_rank=None):
+    """The tutorial's rule, extended: CUDA if available and ngpu > 0, then MPS, then any
+    other accelerator torch exposes, then CPU. `requested` overrides unless it is 'auto'.
+    A CUDA device comes back with its index (cuda -> cuda:0)."""
+    if requested == "auto":
+        if ngpu > 0 and torch.cuda.is_available():
+            return torch.device("cuda", local_rank or 0)
+        if ngpu > 0 and torch.backends.mps.is_available():
+            return torch.device("mps")
+        accelerator = getattr(torch, "accelerator", None)
+        if ngpu > 0 and accelerator is not None and accelerator.is_available():
+            return accelerator.current_accelerator()
+        return torch.device("cpu")
     try:
-        nz, ngf, nc = convs[0].shape[0], convs[-1].shape[0], convs[-1].shape[1]
-        netG = Generator(nz, ngf, nc, image_size=4 * 2 ** (len(convs) - 1))
-        netG.load_state_dict(state_dict)
-    except (IndexError, RuntimeError, ValueError):
-        raise UserError(f"--checkpoint {path}: does not hold a DCGAN generator of this "
-                        "program's architecture") from None
-    return netG
+        device = torch.device(requested)
+    except RuntimeError:
+        raise UserError(f"--device {requested}: not a device name; use auto, cpu, cuda, "
+                        "cuda:N or mps") from None
+    available = (device.type == "cpu"
+                 or (device.type == "cuda" and torch.cuda.is_available()
+                     and (device.index or 0) < torch.cuda.device_count())
+                 or (device.type == "mps" and torch.backends.mps.is_available())
+                 or (device.type not in ("cuda", "mps")
+                     and getattr(torch, device.type, None) is not None
+                     and getattr(torch, device.type).is_available()))
+    if not available:
+        raise UserError(f"--device {requested}: this machine has no such device "
+                        f"(torch {torch.__version__}); use --device auto or cpu")
+    if device.type == "cuda" and local_rank is not None:
+        device = torch.device("cuda", local_rank)
+    return concrete_device(device)
 
 
-def generator_from_checkpoint(path, device):
-    """(G, config) from checkpoint.pt (its EMA generator if it has one) or netG.pt."""
-    checkpoint = load_checkpoint(path, device)
-    if checkpoint.get("format") == CHECKPOINT_FORMAT:
-        weights = checkpoint["ema"] if checkpoint["ema"] is not None else checkpoint["netG"]
-        return generator_from_weights(weights, path).to(device), checkpoint["config"]
-    return generator_from_weights(checkpoint, path).to(device), {}
+def concrete_device(device):
+    """The device with its index: cuda -> cuda:N (the current CUDA device), so that two
+    names of one device compare equal."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
+    return device
 
 
-# ----------------------------------------------------------------------------------------
-# Figures
-# ----------------------------------------------------------------------------------------
-
-def new_figure(figsize):
-    # matplotlib's object API with no pyplot: no global backend, no display needed.
-    from matplotlib.figure import Figure
-    return Figure(figsize=figsize)
-
-
-def show_grid(ax, grid, title):
-    ax.axis("off")
-    ax.set_title(title)
-    ax.imshow(np.transpose(grid.numpy(), (1, 2, 0)))
+def keep_freed_memory():
+    """glibc hands every large freed block (each activation, each iteration) back to the
+    kernel, and the next iteration page-faults it in again: a fifth of a CPU training step
+    here. Raising its mmap and trim thresholds keeps that memory in the process. Changes
+    no number; does nothing where the C library is not glibc."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError):
+        return
+    mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: serve blocks up to 1 GiB from the heap
+    mallopt(-1, 2 ** 31 - 1)  # M_TRIM_THRESHOLD (a C int): keep up to 2 GiB of free heap
 
 
-def save_training_images(real_batch, path):
-    fig = new_figure((8, 8))
-    show_grid(fig.add_subplot(), vutils.make_grid(real_batch[:64].float().cpu(), padding=2,
-                                                  normalize=True), "Training Images")
-    fig.savefig(path, bbox_inches="tight")
+class Autocast(nn.Module):
+    """Runs a network under bf16 autocast and returns float32. For D it returns logits:
+    its final Sigmoid moves into BCEWithLogitsLoss, the same function, computed stably."""
+
+    def __init__(self, model, device_type, logits=False):
+        super().__init__()
+        self.net = model.main[:-1] if logits else model  # shares the model's parameters
+        self.device_type = device_type
+
+    def forward(self, input):
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            return self.net(input).float()
 
 
-def save_loss_curve(rows, path):
-    fig = new_figure((10, 5))
-    ax = fig.add_subplot()
-    ax.set_title("Generator and Discriminator Loss During Training")
-    ax.plot([row[3] for row in rows], label="G")
-    ax.plot([row[2] for row in rows], label="D")
-    ax.set_xlabel("iterations")
-    ax.set_ylabel("Loss")
-    ax.legend()
-    fig.savefig(path, bbox_inches="tight")
+def amp_supported(device):
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
-def save_grid(grid, path):
-    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
+def prepare_for_training(model, args, proc, logits=False):
+    """Wraps a network for speed and scale (each wrapper only when asked): channels-last,
+    SyncBatchNorm, bf16 autocast, torch.compile, then nn.DataParallel (--ngpu, the
+    tutorial's) or DistributedDataParallel (torchrun). The unwrapped model keeps the
+    parameters, the state dict and the tutorial's layout."""
+    device = proc.device
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if args.sync_bn and proc.world_size > 1 and device.type == "cuda":
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces layers in place
+    net = Autocast(model, device.type, logits) if args.amp and amp_supported(device) else model
+    if args.compile:
+        net = torch.compile(net)
+    if proc.world_size > 1:
+        net = DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
+    elif device.type == "cuda" and args.ngpu > 1:
+        net = nn.DataParallel(net, list(range(args.ngpu)))
+    return net
 
 
-def save_progress_gif(grids, path):
-    """The tutorial's animation of the fixed-noise grids, one second a frame."""
-    frames = [Image.fromarray(grid.permute(1, 2, 0).numpy()) for _, grid in grids]
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=1000, loop=0)
-
-
-def save_real_vs_fake(real_batch, fake_grid, path):
-    fig = new_figure((15, 15))
-    show_grid(fig.add_subplot(1, 2, 1), vutils.make_grid(real_batch[:64].float().cpu(),
-                                                         padding=5, normalize=True), "Real Images")
-    show_grid(fig.add_subplot(1, 2, 2), fake_grid, "Fake Images")
-    fig.savefig(path, bbox_inches="tight")
-
-
-def save_swd_curve(evals, path):
-    fig = new_figure((10, 5))
-    ax = fig.add_subplot()
-    ax.set_title("Sliced Wasserstein distance to real images (x1e3, lower is better)")
-    ax.plot([e["iteration"] for e in evals], [e["swd_avg"] for e in evals], marker="o",
-            label="G vs real (average over levels)")
-    ax.axhline(evals[-1]["floor_avg"], color="gray", linestyle="--", label="real vs real (floor)")
-    ax.set_xlabel("iterations")
-    ax.set_ylabel("SWD x1e3")
-    ax.set_yscale("log")
-    ax.legend()
-    fig.savefig(path, bbox_inches="tight")
-
-
-def save_figures(outdir, rows, grids, real_batch, evals):
-    save_loss_curve(rows, os.path.join(outdir, "loss_curve.png"))
-    save_progress_gif(grids, os.path.join(outdir, "progress.gif"))
-    save_real_vs_fake(real_batch, grids[-1][1], os.path.join(outdir, "real_vs_fake.png"))
-    if evals:
-        save_swd_curve(evals, os.path.join(outdir, "swd.png"))
+def announce_fallbacks(args, proc):
+    """One line for each asked-for feature that this device or job cannot give."""
+    if args.amp and not amp_supported(proc.device):
+        proc.log(f"note: --amp uses bf16 autocast on CUDA only; training in float32 on {proc.device}")
+    if args.sync_bn and proc.world_size == 1:
+        proc.log("note: --sync-bn matters only under torchrun with several processes")
+    elif args.sync_bn and proc.device.type != "cuda":
+        proc.log(f"note: --sync-bn needs CUDA (SyncBatchNorm); BatchNorm statistics stay per "
+                 f"process on {proc.device.type}")
 
 
 # ----------------------------------------------------------------------------------------
-# Metrics: sliced Wasserstein distance (Karras et al., 2018, Progressive GAN)
+# Metrics: sliced Wasserstein distance (Karras et al., 2018, Progressive GAN), EMA
 # ----------------------------------------------------------------------------------------
 
 def _binomial_kernel(channels, scale, device):
@@ -1698,9 +1630,58 @@ def write_eval_csv(path, evals):
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
+def save_swd_curve(evals, path):
+    fig = new_figure((10, 5))
+    ax = fig.add_subplot()
+    ax.set_title("Sliced Wasserstein distance to real images (x1e3, lower is better)")
+    ax.plot([e["iteration"] for e in evals], [e["swd_avg"] for e in evals], marker="o",
+            label="G vs real (average over levels)")
+    ax.axhline(evals[-1]["floor_avg"], color="gray", linestyle="--", label="real vs real (floor)")
+    ax.set_xlabel("iterations")
+    ax.set_ylabel("SWD x1e3")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.savefig(path, bbox_inches="tight")
+
+
+
+@torch.no_grad()
+def update_ema(ema, model, decay):
+    """ema <- decay * ema + (1 - decay) * model for weights; BatchNorm buffers copied."""
+    for averaged, current in zip(ema.parameters(), model.parameters()):
+        averaged.lerp_(current, 1 - decay)
+    for averaged, current in zip(ema.buffers(), model.buffers()):
+        averaged.copy_(current)
+
+
 # ----------------------------------------------------------------------------------------
 # Sampling from a trained generator
 # ----------------------------------------------------------------------------------------
+
+def generator_from_weights(state_dict, path):
+    """Rebuilds the Generator that a state dict (netG.pt, the tutorial's own, or a
+    checkpoint's) belongs to, from the shapes of its weights."""
+    state_dict = {k.removeprefix("module.").removeprefix("_orig_mod."): v
+                  for k, v in state_dict.items()}
+    convs = [v for k, v in state_dict.items() if k.startswith("main.") and v.dim() == 4]
+    try:
+        nz, ngf, nc = convs[0].shape[0], convs[-1].shape[0], convs[-1].shape[1]
+        netG = Generator(nz, ngf, nc, image_size=4 * 2 ** (len(convs) - 1))
+        netG.load_state_dict(state_dict)
+    except (IndexError, RuntimeError, ValueError):
+        raise UserError(f"--checkpoint {path}: does not hold a DCGAN generator of this "
+                        "program's architecture") from None
+    return netG
+
+
+def generator_from_checkpoint(path, device):
+    """(G, config) from checkpoint.pt (its EMA generator if it has one) or netG.pt."""
+    checkpoint = load_checkpoint(path, device)
+    if checkpoint.get("format") == CHECKPOINT_FORMAT:
+        weights = checkpoint["ema"] if checkpoint["ema"] is not None else checkpoint["netG"]
+        return generator_from_weights(weights, path).to(device), checkpoint["config"]
+    return generator_from_weights(checkpoint, path).to(device), {}
+
 
 def slerp(a, b, t):
     """Spherical interpolation between latent vectors a and b (rows), t in [0, 1]."""
@@ -1751,14 +1732,11 @@ def evaluate(args):
     """The evaluate command: SWD of a finished model, as training computes it."""
     device = pick_device(args.device)
     netG, config = generator_from_checkpoint(args.checkpoint, device)
-    settings = vars(get_args_parser().parse_args([]))
-    settings.update(config)
-    for key in ("dataroot", "eval_dataroot", "eval_samples", "seed", "cache_dir"):
-        if getattr(args, key) is not None:
-            settings[key] = getattr(args, key)
-    settings.update(workers=args.workers, nz=netG.nz, nc=netG.nc, image_size=netG.image_size)
-    settings["cache_dir"] = settings["cache_dir"] or default_cache_dir()
-    cfg = argparse.Namespace(**settings)
+    given = {k: getattr(args, k) for k in ("dataroot", "eval_dataroot", "eval_samples",
+                                            "seed", "cache_dir") if getattr(args, k) is not None}
+    cfg = argparse.Namespace(**settings(config, dict(
+        given, workers=args.workers, nz=netG.nz, nc=netG.nc, image_size=netG.image_size)))
+    cfg.cache_dir = cfg.cache_dir or default_cache_dir()
     images = make_dataset(cfg.dataroot, cfg.image_size, cfg.nc)
     pixels = load_pixel_cache(images, cfg.image_size, cfg.nc, cfg.cache_dir, cfg.workers)
     evaluator = SWDEvaluator(images, pixels, cfg, device)
@@ -1768,8 +1746,256 @@ def evaluate(args):
 
 
 # ----------------------------------------------------------------------------------------
-# Entry point
+# Command line and entry point
 # ----------------------------------------------------------------------------------------
+
+# Settings that define the models' shapes or the meaning of an iteration: a resumed run
+# cannot change them.
+FIXED_ON_RESUME = ("nz", "ngf", "ndf", "nc", "image_size", "batch_size")
+# Flags that steer one invocation only; a resumed run does not inherit them.
+PER_INVOCATION = ("resume", "max_iters", "download")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as a UserError: one line, no usage block."""
+
+    def error(self, message):
+        raise UserError(f"{message} (see {self.prog} --help)")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, unless it has none or its help already says it."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False) or "default" in action.help:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def number(name, convert, accept, requirement):
+    """An argparse type: `convert` the text, then refuse a value that `accept` rejects
+    with "must be <requirement>, not <text>". argparse names a failed conversion by
+    `name` ("invalid positive_int value: 'two'")."""
+    def parse(text):
+        value = convert(text)
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {requirement}, not {text}")
+        return value
+    parse.__name__ = name
+    return parse
+
+
+positive_int = number("positive_int", int, lambda v: v >= 1, "a whole number of at least 1")
+non_negative_int = number("non_negative_int", int, lambda v: v >= 0, "a whole number of at least 0")
+at_least_two = number("at_least_two", int, lambda v: v >= 2, "at least 2")
+positive_float = number("positive_float", float, lambda v: v > 0 and not math.isinf(v), "a positive number")
+unit_interval = number("unit_interval", float, lambda v: 0 <= v < 1, "at least 0 and below 1")
+
+
+def image_size(text):
+    value = int(text)
+    if value < 32 or value & (value - 1):
+        raise argparse.ArgumentTypeError(
+            f"{text} is not a size the DCGAN layers can make: use a power of two "
+            "of at least 32 (32, 64, 128, 256, ...)")
+    return value
+
+
+def get_args_parser():
+    """The training command's flags; each default is the tutorial's value."""
+    parser = ArgumentParser(
+        prog="dcgan.py", allow_abbrev=False,
+        formatter_class=HelpFormatter,
+        description="Train the DCGAN of the PyTorch 'DCGAN faces' tutorial. "
+                    "Other commands: 'dcgan.py generate --help', 'dcgan.py evaluate --help'. "
+                    "To train on several GPUs or machines, start it with torchrun "
+                    "(torchrun --nproc_per_node N dcgan.py ...); --ngpu is the tutorial's "
+                    "single-process nn.DataParallel.")
+    tutorial = parser.add_argument_group("the tutorial's hyperparameters")
+    inputs = TUTORIAL_INPUTS
+    tutorial.add_argument("--dataroot", default=inputs["dataroot"],
+                          help="images: DIR/img_align_celeba/*.jpg (the tutorial's "
+                               "layout), any ImageFolder, or a flat folder of images")
+    tutorial.add_argument("--workers", type=non_negative_int, default=inputs["workers"],
+                          help="processes that decode images")
+    tutorial.add_argument("--batch-size", type=positive_int, default=inputs["batch_size"],
+                          help="images per iteration (the global batch under torchrun)")
+    tutorial.add_argument("--image-size", type=image_size, default=inputs["image_size"],
+                          help="side of the square training images: a power of two >= 32")
+    tutorial.add_argument("--nc", type=int, choices=(1, 3), default=inputs["nc"],
+                          help="colour channels: 3 for RGB, 1 for grayscale")
+    tutorial.add_argument("--nz", type=positive_int, default=inputs["nz"],
+                          help="length of the latent vector z")
+    tutorial.add_argument("--ngf", type=positive_int, default=inputs["ngf"],
+                          help="feature maps in the generator")
+    tutorial.add_argument("--ndf", type=positive_int, default=inputs["ndf"],
+                          help="feature maps in the discriminator")
+    tutorial.add_argument("--num-epochs", type=positive_int, default=inputs["num_epochs"],
+                          help="passes over the dataset")
+    tutorial.add_argument("--lr", type=positive_float, default=inputs["lr"],
+                          help="Adam learning rate of both networks")
+    tutorial.add_argument("--beta1", type=unit_interval, default=inputs["beta1"],
+                          help="Adam beta1 of both networks")
+    tutorial.add_argument("--ngpu", type=non_negative_int, default=inputs["ngpu"],
+                          help="GPUs for nn.DataParallel; 0 trains on the CPU")
+    tutorial.add_argument("--seed", type=int, default=inputs["seed"], help="random seed")
+
+    run = parser.add_argument_group("the run")
+    run.add_argument("--outdir", default="outputs", help="where every output is written")
+    run.add_argument("--device", default="auto",
+                     help="auto (CUDA if available and --ngpu > 0, then MPS, then other "
+                          "accelerators, then CPU), cpu, cuda, cuda:1, mps, ...")
+    run.add_argument("--max-iters", type=positive_int, default=None,
+                     help="stop after this many iterations and still write every output")
+    run.add_argument("--log-every", type=positive_int, default=50,
+                     help="print the statistics line every this many batches of an epoch")
+    run.add_argument("--sample-every", type=positive_int, default=500,
+                     help="save a fixed-noise grid every this many iterations")
+    run.add_argument("--checkpoint-every", type=positive_int, default=None,
+                     help="write checkpoint.pt every this many iterations (default: "
+                          "--sample-every); also at each epoch's end, at the end and on "
+                          "Ctrl-C or SIGTERM")
+    run.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
+                     help="continue the run saved in CHECKPOINT (default: "
+                          "OUTDIR/checkpoint.pt) with its configuration; flags given "
+                          "here override what may change")
+    run.add_argument("--download", action="store_true",
+                     help="download CelebA into --dataroot with torchvision first")
+
+    speed = parser.add_argument_group("speed (none of these changes a number unless it says so)")
+    speed.add_argument("--no-cache", action="store_true",
+                       help="decode every JPEG in every epoch through DataLoader workers, "
+                            "as the tutorial does, instead of the decode-once cache")
+    speed.add_argument("--cache-dir", default=None,
+                       help="where the decode-once cache lives (default: "
+                            "$XDG_CACHE_HOME/dcgan-faces or ~/.cache/dcgan-faces)")
+    speed.add_argument("--amp", action="store_true",
+                       help="bf16 autocast on CUDA, with D's Sigmoid folded into "
+                            "BCEWithLogitsLoss (changes the numbers)")
+    speed.add_argument("--compile", action="store_true",
+                       help="torch.compile G and D (changes the numbers slightly)")
+    speed.add_argument("--channels-last", action="store_true",
+                       help="channels-last memory format (changes the numbers slightly)")
+
+    scale = parser.add_argument_group("scale (under torchrun)")
+    scale.add_argument("--sync-bn", action="store_true",
+                       help="BatchNorm statistics over the global batch (SyncBatchNorm)")
+
+    measure = parser.add_argument_group("measurement")
+    measure.add_argument("--eval-every", type=positive_int, default=None,
+                         help="every this many iterations and at the end, the sliced "
+                              "Wasserstein distance (SWD) of G's images to real ones")
+    measure.add_argument("--eval-samples", type=positive_int, default=2000,
+                         help="generated and real images per SWD evaluation")
+    measure.add_argument("--eval-dataroot", default=None,
+                         help="held-out real images for SWD (default: training images)")
+    measure.add_argument("--ema", type=unit_interval, default=None, metavar="DECAY",
+                         help="keep an exponential moving average of G's weights with "
+                              "this decay (0.999 is usual); figures, samples and SWD use it")
+    measure.add_argument("--tensorboard", action="store_true",
+                         help="also log to OUTDIR/tensorboard (needs the tensorboard package)")
+    return parser
+
+
+def get_subcommand_parser(command, description):
+    """The flags that generate and evaluate share: which generator, on which device."""
+    parser = ArgumentParser(prog=f"dcgan.py {command}", allow_abbrev=False,
+                            formatter_class=HelpFormatter,
+                            description=description)
+    parser.add_argument("--checkpoint", default="outputs/checkpoint.pt",
+                        help="checkpoint.pt (its EMA generator if it has one) or netG.pt")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps, ...")
+    return parser
+
+
+def get_generate_parser():
+    parser = get_subcommand_parser(
+        "generate", "Write images from a trained generator (checkpoint.pt or netG.pt); "
+                    "needs neither the dataset nor a GPU.")
+    parser.add_argument("--outdir", default=None,
+                        help="where to write (default: a samples/ folder beside the checkpoint)")
+    parser.add_argument("--num-samples", type=positive_int, default=64,
+                        help="how many images")
+    parser.add_argument("--seed", type=int, default=999, help="seed of the latent vectors")
+    parser.add_argument("--single-files", action="store_true",
+                        help="also write each image as its own PNG (for FID tools)")
+    parser.add_argument("--interpolate", action="store_true",
+                        help="instead, walk the latent space: --rows rows that morph "
+                             "from one face to another in --steps steps (slerp)")
+    parser.add_argument("--rows", type=positive_int, default=8, help="rows of the walk")
+    parser.add_argument("--steps", type=at_least_two, default=10, help="images per row")
+    parser.add_argument("--batch-size", type=positive_int, default=256,
+                        help="images generated at once")
+    return parser
+
+
+def get_evaluate_parser():
+    parser = get_subcommand_parser(
+        "evaluate", "Print the sliced Wasserstein distance (SWD) between a trained "
+                    "generator's images and real ones, beside the real-vs-real floor.")
+    parser.add_argument("--dataroot", default=None,
+                        help="real images (default: the checkpoint's --dataroot)")
+    parser.add_argument("--eval-dataroot", default=None,
+                        help="held-out real images (default: the checkpoint's, if any)")
+    parser.add_argument("--eval-samples", type=positive_int, default=None,
+                        help="images per set (default: the checkpoint's, else 2000)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed (default: the checkpoint's, so numbers match training's)")
+    parser.add_argument("--workers", type=non_negative_int, default=2,
+                        help="processes that decode images")
+    parser.add_argument("--cache-dir", default=None, help="as in training")
+    return parser
+
+
+def parse_train_args(argv):
+    """Parses the training flags; returns (args, given), given holding the flags typed."""
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    # argparse leaves an attribute that is already set alone unless the flag is given, so
+    # a namespace of sentinels tells typed flags from defaults.
+    unset = object()
+    probe = parser.parse_args(argv, namespace=argparse.Namespace(**{k: unset for k in vars(args)}))
+    given = {k: v for k, v in vars(probe).items() if v is not unset}
+    return args, given
+
+
+def settings(config=(), given=()):
+    """The training settings as a dict: the defaults, then a checkpoint's configuration
+    (`config`), then the flags given on this command line (`given`)."""
+    result = vars(get_args_parser().parse_args([]))
+    result.update({k: v for k, v in dict(config).items() if k in result})
+    result.update(given)
+    return result
+
+
+def resolve_resume(args, given):
+    """Turns --resume into the checkpoint's configuration with the allowed overrides.
+
+    Returns (args, checkpoint) where checkpoint is the loaded dict, or None for a new run.
+    """
+    if args.resume is None:
+        return args, None
+    path = args.resume or os.path.join(args.outdir, "checkpoint.pt")
+    checkpoint = load_checkpoint(path, "cpu", flag="--resume")
+    if checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"--resume {path}: this file holds only network weights; resume "
+                        "needs the checkpoint.pt that training writes beside it")
+    saved = settings(checkpoint["config"])
+    fixed = [f"--{k.replace('_', '-')} {saved[k]} -> {given[k]}"
+             for k in FIXED_ON_RESUME if k in given and given[k] != saved[k]]
+    if fixed:
+        raise UserError(f"--resume {path}: the run was trained with other settings, which "
+                        f"cannot change on resume: {', '.join(fixed)}; drop these flags, or "
+                        "start a new run in another --outdir")
+    changed = [f"--{k.replace('_', '-')} {saved[k]} -> {v}" for k, v in given.items()
+               if k not in PER_INVOCATION and k != "outdir" and v != saved[k]]
+    resumed = settings(checkpoint["config"], given)
+    resumed.update({key: given.get(key) for key in PER_INVOCATION}, resume=path)
+    resumed["outdir"] = given.get("outdir") or os.path.dirname(os.path.abspath(path))
+    if changed and int(os.environ.get("RANK", "0")) == 0:  # torchrun starts one per rank
+        print(f"Resuming with changed settings: {', '.join(changed)}")
+    return argparse.Namespace(**resumed), checkpoint
+
 
 def main(argv=None):
     """Dispatches to train (the default), generate or evaluate; returns the exit status."""

@@ -41,10 +41,11 @@ def main():
         sys.exit(status)
     if mode == "d_update":
         args = dcgan.get_args_parser().parse_args(sys.argv[3:])
-        rank, world_size, device = dcgan.setup_distributed(args)
+        proc = dcgan.setup_distributed(args)
+        rank, device = proc.rank, proc.device
         netG, netD = tiny_models()
         netG, netD = netG.to(device), netD.to(device)
-        trainD = dcgan.prepare_for_training(netD, args, device, world_size)
+        trainD = dcgan.prepare_for_training(netD, args, proc)
         optimizerD = optim.Adam(netD.parameters(), lr=0.0002, betas=(0.5, 0.999))
         real, noise = (t.to(device) for t in fixed_batch())
         half = slice(rank * 4, rank * 4 + 4)

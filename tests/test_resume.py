@@ -1,10 +1,13 @@
 """Never lose a run: exact resume, safe checkpoints, interrupts, sampling."""
+import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -97,16 +100,38 @@ def test_sigterm_writes_a_checkpoint_and_resume_finishes_identically(tiny, tmp_p
 
 def test_checkpoint_holds_everything_resume_needs(tiny, tmp_path):
     assert run(tiny("out", "--max-iters", "4", "--ema", "0.9")) == 0
-    checkpoint = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)
-    assert checkpoint["format"] == "dcgan.py checkpoint"
-    for key in ("netG", "netD", "optimizerG", "optimizerD", "ema", "epoch", "batch_in_epoch",
-                "iteration", "rng", "epoch_rng", "fixed_noise", "metrics", "grids", "config"):
-        assert checkpoint[key] is not None, key
+    outdir = tmp_path / "out"
+    checkpoint = torch.load(outdir / "checkpoint.pt", weights_only=True)
+    assert (checkpoint["format"], checkpoint["version"]) == ("dcgan.py checkpoint", 1)
+    # the position of the next batch: 3 batches an epoch, 4 done
     assert (checkpoint["epoch"], checkpoint["batch_in_epoch"], checkpoint["iteration"]) == (1, 1, 4)
-    assert set(checkpoint["rng"][0]) >= {"torch", "numpy", "python"}
+    assert (checkpoint["batches_per_epoch"], checkpoint["world_size"]) == (3, 1)
+    # the networks are those written as netG.pt and netD.pt; each Adam took 4 steps
+    for net in ("netG", "netD"):
+        weights = torch.load(outdir / f"{net}.pt", weights_only=True)
+        assert all(torch.equal(checkpoint[net][k], weights[k]) for k in weights), net
+    for optimizer in ("optimizerG", "optimizerD"):
+        assert {float(s["step"]) for s in checkpoint[optimizer]["state"].values()} == {4.0}
+        assert checkpoint[optimizer]["param_groups"][0]["lr"] == 0.0002
+    # the EMA generator: G's layout, other values (decay 0.9 over 4 steps)
+    assert checkpoint["ema"].keys() == checkpoint["netG"].keys()
+    assert not torch.equal(checkpoint["ema"]["main.0.weight"], checkpoint["netG"]["main.0.weight"])
+    # every random stream of the one process, and the CPU state before the epoch's shuffle
+    (streams,) = checkpoint["rng"]
+    assert set(streams) == {"torch", "device", "device_type", "numpy", "python"}
+    assert streams["device_type"] == "cpu" and streams["device"] is None
+    (before_shuffle,) = checkpoint["epoch_rng"]
+    assert before_shuffle.dtype == torch.uint8 and not torch.equal(before_shuffle, streams["torch"])
+    # the fixed noise, the metrics rows, the grids and the configuration as written to disk
     assert checkpoint["fixed_noise"].shape == (64, 8, 1, 1)
-    assert len(checkpoint["metrics"]) == 4 and checkpoint["grid_iterations"] == [0, 3]
-    assert checkpoint["config"]["image_size"] == 32
+    assert [row[:7] for row in checkpoint["metrics"]] == [
+        [r[c] for c in ("epoch", "iteration", "Loss_D", "Loss_G", "D_x", "D_G_z1", "D_G_z2")]
+        for r in read_metrics(outdir / "metrics.csv")]
+    assert checkpoint["grid_iterations"] == [0, 3]
+    for iteration, grid in zip(checkpoint["grid_iterations"], checkpoint["grids"]):
+        with Image.open(outdir / "progress" / f"iter_{iteration:07d}.png") as image:
+            assert torch.equal(torch.from_numpy(np.array(image)).permute(2, 0, 1), grid)
+    assert checkpoint["config"] == json.loads((outdir / "config.json").read_text())
 
 
 def test_a_crash_while_saving_leaves_the_last_checkpoint_intact(tiny, tmp_path, monkeypatch, capsys):
@@ -287,12 +312,14 @@ def test_generate_interpolation_walks_between_two_faces(tiny, tmp_path, capsys):
     a, b = torch.randn(3, 8, 1, 1), torch.randn(3, 8, 1, 1)
     assert torch.allclose(dcgan.slerp(a, b, 0.0), a, atol=1e-6)
     assert torch.allclose(dcgan.slerp(a, b, 1.0), b, atol=1e-6)
-    middle = dcgan.slerp(a, b, 0.5).flatten(1)
     # spherical: the midpoint keeps the endpoints' norm when they have the same norm
     same_norm_b = b / b.flatten(1).norm(dim=1)[:, None, None, None] * a.flatten(1).norm(dim=1)[:, None, None, None]
     assert torch.allclose(dcgan.slerp(a, same_norm_b, 0.5).flatten(1).norm(dim=1),
                           a.flatten(1).norm(dim=1), atol=1e-5)
-    assert middle.shape == (3, 8)
+    # orthogonal ends of equal length: the midpoint is their sum over sqrt(2)
+    x, y = torch.zeros(1, 8, 1, 1), torch.zeros(1, 8, 1, 1)
+    x[0, 0], y[0, 1] = 2.0, 2.0
+    assert torch.allclose(dcgan.slerp(x, y, 0.5), (x + y) / math.sqrt(2), atol=1e-6)
 
 
 def test_tutorial_style_state_dicts_load_for_generate(tmp_path, capsys):

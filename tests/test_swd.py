@@ -130,6 +130,16 @@ def test_tensorboard_logs_losses_grids_and_swd(tiny, tmp_path):
     events.Reload()
     assert events.Tags()["images"] == ["fixed_noise"]
     assert "swd_avg" in events.Tags()["scalars"]
+    with open(tmp_path / "out" / "eval.csv") as f:
+        swd_avg = [float(r["swd_avg"]) for r in csv.DictReader(f)]
     assert [e.step for e in events.Scalars("swd_avg")] == [0, 3, 5]
-    loss_runs = [d for d in (tmp_path / "out" / "tensorboard").iterdir() if d.is_dir()]
-    assert {d.name for d in loss_runs} >= {"loss_D", "loss_G"}
+    assert [e.value for e in events.Scalars("swd_avg")] == pytest.approx(swd_avg, rel=1e-6)
+    assert [e.step for e in events.Images("fixed_noise")] == [0, 4, 5]
+    # add_scalars writes each curve as a run of its own: the losses of metrics.csv
+    rows = read_metrics(tmp_path / "out" / "metrics.csv")
+    for run_name, column in (("loss_D", "Loss_D"), ("loss_G", "Loss_G"), ("D_output_D(x)", "D_x")):
+        curve = EventAccumulator(str(tmp_path / "out" / "tensorboard" / run_name))
+        curve.Reload()
+        (tag,) = curve.Tags()["scalars"]
+        assert [e.step for e in curve.Scalars(tag)] == list(range(6))
+        assert [e.value for e in curve.Scalars(tag)] == pytest.approx([r[column] for r in rows], rel=1e-6)
