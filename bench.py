@@ -12,7 +12,8 @@ made in a temporary folder, or --dataroot), warms up, then times --iters iterati
   default         python dcgan.py: the decode-once cache, the sync-free step that skips
                   D's thrown-away gradients; the same numbers as the tutorial
   --no-cache      dcgan.py's step on the tutorial's pipeline (ImageFolder + workers)
-  --channels-last, --compile, --amp (CUDA)   the opt-in flags, each on top of default
+  --channels-last, --compile, --amp, --deterministic (these two on CUDA only)
+                  the opt-in flags, each on top of default
 
 It prints a markdown table and, last, the default path's speed-up over the tutorial's.
 """
@@ -40,7 +41,9 @@ CONFIGS = {
     "--channels-last": ["--channels-last"],
     "--compile": ["--compile"],
     "--amp": ["--amp"],
+    "--deterministic": ["--deterministic"],
 }
+CUDA_ONLY = ("--amp", "--deterministic")  # on the CPU: the default path again
 
 
 def get_args_parser():
@@ -113,6 +116,7 @@ def tutorial_worker(args, device):
 def dcgan_worker(args, device, flags):
     """dcgan.py's data source and step, with the flags of one configuration."""
     config = model_config(args.batch_size, flags)
+    dcgan.configure_determinism(config.deterministic, device)  # as train() does
     if device.type == "cpu":
         dcgan.keep_freed_memory()  # as train() does
     torch.manual_seed(999)
@@ -152,9 +156,7 @@ def dcgan_worker(args, device, flags):
 def run_worker(args):
     """One configuration in this process; prints its measurements as JSON."""
     device = dcgan.pick_device(args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    if args.worker == "tutorial":
+    if args.worker == "tutorial":  # the tutorial leaves torch's defaults: no cuDNN autotuning
         batches, step, pipeline = tutorial_worker(args, device)
     else:
         batches, step, pipeline = dcgan_worker(args, device, CONFIGS[args.worker])
@@ -218,7 +220,7 @@ def main():
         args.warmup = 10 if cuda else 2
     if args.worker:
         return run_worker(args)
-    configs = args.configs or [c for c in CONFIGS if (cuda or c != "--amp")
+    configs = args.configs or [c for c in CONFIGS if (cuda or c not in CUDA_ONLY)
                                and not (args.quick and c in ("--compile", "--no-cache"))]
     with tempfile.TemporaryDirectory() as tmp:
         args.cache_dir = os.path.join(tmp, "cache")

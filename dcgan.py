@@ -618,8 +618,8 @@ def start_run(args, proc, checkpoint):
     args.cache_dir = args.cache_dir or default_cache_dir()
     if proc.device.type == "cpu":
         keep_freed_memory()
-    if proc.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    configure_determinism(args.deterministic, proc.device)
+    announce_fallbacks(args, proc)
     tensorboard = None
     if proc.writes:
         check_outdir(args.outdir, resuming=checkpoint is not None)
@@ -630,7 +630,6 @@ def start_run(args, proc, checkpoint):
         proc.log(f"  (device: {proc.device}, processes: {proc.world_size}, torch {torch.__version__})")
         atomic_write(os.path.join(args.outdir, "config.json"),
                      lambda f: f.write(json.dumps(vars(args), indent=2).encode()))
-    announce_fallbacks(args, proc)
     return tensorboard
 
 
@@ -1402,6 +1401,20 @@ def concrete_device(device):
     return device
 
 
+def configure_determinism(deterministic, device):
+    """--deterministic: kernels that give the same bits on every run, at some cost in
+    speed. Without it, cuDNN times several convolution algorithms and keeps the fastest,
+    and some of its kernels add in an order that changes from run to run: fast, but CUDA
+    runs are not repeatable. The CPU's kernels are repeatable either way."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
+        # cuBLAS needs a fixed workspace for repeatable sums; set before its first use.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
+
+
 def keep_freed_memory():
     """glibc hands every large freed block (each activation, each iteration) back to the
     kernel, and the next iteration page-faults it in again: a fifth of a CPU training step
@@ -1454,7 +1467,12 @@ def prepare_for_training(model, args, proc, logits=False):
 
 
 def announce_fallbacks(args, proc):
-    """One line for each asked-for feature that this device or job cannot give."""
+    """One line for each asked-for feature that this device or job cannot give; drops
+    a flag that would crash here."""
+    if args.amp and args.compile and args.channels_last and amp_supported(proc.device):
+        args.channels_last = False
+        proc.log("note: --amp --compile --channels-last together crashed in torch.compile's "
+                 "backward pass on CUDA; training without --channels-last")
     if args.amp and not amp_supported(proc.device):
         proc.log(f"note: --amp uses bf16 autocast on CUDA only; training in float32 on {proc.device}")
     if args.sync_bn and proc.world_size == 1:
@@ -1859,6 +1877,9 @@ def get_args_parser():
                      help="continue the run saved in CHECKPOINT (default: "
                           "OUTDIR/checkpoint.pt) with its configuration; flags given "
                           "here override what may change")
+    run.add_argument("--deterministic", action="store_true",
+                     help="repeatable on a GPU: deterministic kernels and no cuDNN "
+                          "autotuning (slower; CPU runs are repeatable without it)")
     run.add_argument("--download", action="store_true",
                      help="download CelebA into --dataroot with torchvision first")
 

@@ -248,3 +248,32 @@ def test_cuda_and_cuda0_are_one_device_and_only_cpu_batches_are_pinned():
     assert dcgan.how_to_move(cpu, cuda) == "pin and copy"
     assert dcgan.how_to_move(cuda0, cuda1) == "copy"
     assert dcgan.how_to_move(cuda0, cpu) == "copy"
+
+
+def test_deterministic_changes_no_cpu_number_and_a_resume_keeps_it(tiny, tmp_path, finished_run):
+    try:
+        assert run(tiny("det", "--deterministic", "--max-iters", "2")) == 0
+        assert torch.are_deterministic_algorithms_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        assert run(["--outdir", str(tmp_path / "det"), "--resume"]) == 0
+        config = json.loads((tmp_path / "det" / "config.json").read_text())
+        assert config["deterministic"] is True
+        checkpoint = torch.load(tmp_path / "det" / "checkpoint.pt", weights_only=True)
+        assert checkpoint["config"]["deterministic"] is True
+        # on the CPU the kernels are repeatable anyway: the numbers of the default run
+        assert read_metrics(tmp_path / "det" / "metrics.csv") == read_metrics(finished_run() / "metrics.csv")
+    finally:
+        dcgan.configure_determinism(False, torch.device("cpu"))
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU it runs the real checks")
+def test_gpu_check_says_no_cuda_device_and_exits_0():
+    import subprocess
+    import sys
+    script = os.path.join(os.path.dirname(__file__), "gpu_check.py")
+    done = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [f"{name}: no CUDA device" for name in
+                                        ("devices", "tutorial", "resume", "flags", "bench",
+                                         "celeba", "adam")]

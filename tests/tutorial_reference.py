@@ -147,14 +147,14 @@ def tutorial_step(netG, netD, optimizerG, optimizerD, criterion, data, nz, devic
 
 
 def run_tutorial(dataroot, num_iters, workers=0, batch_size=128, nz=100, ngf=64, ndf=64,
-                 lr=0.0002, beta1=0.5, seed=999, num_epochs=5):
-    """The tutorial's program on the CPU, from its seed to num_iters iterations of its
-    loop; returns the per-iteration (Loss_D, Loss_G, D(x), D(G(z)) before / after)
-    and the final networks."""
+                 lr=0.0002, beta1=0.5, seed=999, num_epochs=5, device="cpu"):
+    """The tutorial's program (on the CPU unless told), from its seed to num_iters
+    iterations of its loop; returns the per-iteration (Loss_D, Loss_G, D(x), D(G(z))
+    before / after) and the final networks."""
     random.seed(seed)
     torch.manual_seed(seed)
     dataloader = tutorial_dataloader(dataroot, 64, batch_size, workers)
-    device = torch.device("cpu")
+    device = torch.device(device)
     real_batch = next(iter(dataloader))  # the tutorial draws a batch to plot it
     Generator, Discriminator, weights_init = tutorial_models(nz, ngf, ndf)
     netG = Generator(1).to(device)
