@@ -30,22 +30,32 @@ Where this file names a thing of the tutorial differently:
     plt.figure, plt.savefig       new_figure, fig.savefig (no pyplot: no display needed)
 """
 import argparse
+import contextlib
 import copy
 import ctypes
 import dataclasses
 import datetime
 import functools
+import glob
 import hashlib
 import json
 import math
 import os
 import pickle
 import random
+import shutil
 import signal
+import socket
+import struct
 import sys
 import tempfile
 import time
 from typing import Optional
+
+try:
+    import fcntl  # file locks: POSIX only
+except ImportError:
+    fcntl = None
 
 import numpy as np
 import torch
@@ -63,7 +73,12 @@ from tqdm import tqdm
 
 
 class UserError(Exception):
-    """A problem the user can fix: main() prints it as one line and exits with status 2."""
+    """A problem the user can fix: main() prints it as one line and exits with status 2.
+    Under torchrun only rank 0 prints it, unless it concerns one rank alone."""
+
+    def __init__(self, message, same_on_every_rank=True):
+        super().__init__(message)
+        self.same_on_every_rank = same_on_every_rank
 
 
 # ========================================================================================
@@ -555,43 +570,44 @@ def train(args, checkpoint=None):
     """The tutorial's program from its seed to its figures. Returns the exit status: 0,
     or 128 + the signal's number when a signal stopped it after a checkpoint."""
     proc = setup_distributed(args)  # beyond: rank, device; torchrun's process group
-    tensorboard = start_run(args, proc, checkpoint)  # beyond: outdir, config.json, notes
+    # Create the dataset (beyond: every input is checked before anything is written)
+    images = open_inputs(args, proc, checkpoint)
+    with start_run(args, proc, checkpoint) as outputs:  # beyond: hold the outdir, config.json
+        # Set random seed for reproducibility (one stream per rank: their noise must differ)
+        proc.log("Random Seed: ", args.seed)
+        random.seed(args.seed)
+        torch.manual_seed(args.seed + proc.rank)
 
-    # Set random seed for reproducibility (one stream per rank: their noise must differ)
-    proc.log("Random Seed: ", args.seed)
-    random.seed(args.seed)
-    torch.manual_seed(args.seed + proc.rank)
+        # Create the dataloader (beyond: the images decoded once, into a cache)
+        pixels, dataloader = load_data(args, proc, images)
+        # Plot some training images
+        real_batch = dataloader.first()
+        if proc.writes:
+            save_training_images(real_batch, os.path.join(args.outdir, "training_images.png"))
 
-    # Create the dataset and the dataloader (beyond: decoded once, into a cache)
-    images, pixels, dataloader = load_data(args, proc)
-    # Plot some training images
-    real_batch = dataloader.first()
-    if proc.writes:
-        save_training_images(real_batch, os.path.join(args.outdir, "training_images.png"))
+        netG, netD = build_models(args, proc.device)
+        # Print the models
+        proc.log(netG)
+        proc.log(netD)
+        state = loss_and_optimizers(args, netG, netD, proc.device,
+                                    logits=args.amp and amp_supported(proc.device))
 
-    netG, netD = build_models(args, proc.device)
-    # Print the models
-    proc.log(netG)
-    proc.log(netD)
-    state = loss_and_optimizers(args, netG, netD, proc.device,
-                                logits=args.amp and amp_supported(proc.device))
-
-    # Beyond: resume a checkpoint, the EMA generator, wrappers for speed and scale, extras
-    prepare_training(state, args, proc, checkpoint, len(dataloader))
-    extras = Extras(args, proc, state, images, pixels, tensorboard, len(dataloader))
-    # Training Loop
-    try:
-        with extras:
-            training_loop(args, proc, state, dataloader, extras)
-    except Diverged as error:
-        raise extras.diverged(error) from None
-    if extras.stop.stopping:
-        return extras.stopped()
-    if proc.writes:
-        save_results(args, state, dataloader)
-        proc.log(f"Wrote {args.outdir}: netG.pt, netD.pt, metrics.csv, figures")
-    finish_distributed(proc)
-    return 0
+        # Beyond: resume a checkpoint, the EMA generator, wrappers for speed and scale, extras
+        prepare_training(state, args, proc, checkpoint, len(dataloader))
+        extras = Extras(args, proc, state, images, pixels, outputs, len(dataloader))
+        # Training Loop
+        try:
+            with extras:
+                training_loop(args, proc, state, dataloader, extras)
+        except Diverged as error:
+            raise extras.diverged(error) from None
+        if extras.stop.stopping:
+            return extras.stopped()
+        if proc.writes:
+            save_results(args, state, dataloader)
+            proc.log(f"Wrote {args.outdir}: netG.pt, netD.pt, metrics.csv, figures")
+        finish_distributed(proc)
+        return 0
 
 
 # ========================================================================================
@@ -600,7 +616,15 @@ def train(args, checkpoint=None):
 
 CHECKPOINT_FORMAT = "dcgan.py checkpoint"
 CHECKPOINT_VERSION = 1
+CHECKPOINT_FIELDS = ("config", "netG", "netD", "optimizerG", "optimizerD", "ema", "epoch",
+                     "batch_in_epoch", "iteration", "batches_per_epoch", "world_size", "rng",
+                     "epoch_rng", "fixed_noise", "metrics", "grids", "grid_iterations",
+                     "evals", "elapsed")
 CACHE_VERSION = 1
+# Ctrl-C, kill, a closed terminal, SLURM's warning before its time limit (--signal): each
+# writes a checkpoint and ends the run (the last two do not exist on Windows).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1")
+                     if hasattr(signal, name))
 CELEBA_HELP = ("get CelebA's img_align_celeba.zip from the official site "
                "(mmlab.ie.cuhk.edu.hk/projects/CelebA.html) or the Kaggle mirror "
                "(kaggle.com/datasets/jessicali9530/celeba-dataset), or try --download; "
@@ -611,26 +635,110 @@ CELEBA_HELP = ("get CelebA's img_align_celeba.zip from the official site "
 # Around the training loop: each extra as one call
 # ----------------------------------------------------------------------------------------
 
+def open_inputs(args, proc, checkpoint):
+    """Checks every input before anything is written: downloads CelebA when asked, opens
+    the dataset (and the held-out one), compares it with a resumed run's, and sizes the
+    networks against the device's memory. Returns the dataset."""
+    if args.download and proc.writes:
+        download_celeba(args.dataroot)
+    barrier(proc)
+    images = make_dataset(args.dataroot, args.image_size, args.nc)
+    if args.eval_every:
+        held_out = args.eval_dataroot and make_dataset(args.eval_dataroot, args.image_size,
+                                                       args.nc, "--eval-dataroot")
+        check_eval_sizes(images, held_out)
+    if checkpoint is not None:
+        check_same_data(checkpoint, images, args, proc)
+    check_network_memory(args, proc.device)
+    if args.tensorboard:
+        summary_writer()
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if args.workers > usable:
+        proc.log(f"note: --workers {args.workers} is more than the {usable} CPU cores here can "
+                 f"use; decoding with {usable}")
+        args.workers = usable
+    return images
+
+
 def start_run(args, proc, checkpoint):
-    """Before any work: settles the derived settings, proves the outdir writable, writes
-    config.json and prints the configuration. Returns the TensorBoard writer, or None."""
+    """Once every input is checked: settles the derived settings, takes the outdir for
+    this run, writes config.json and prints the configuration. Returns the run's Outputs,
+    to hold (with) for the whole run."""
     args.checkpoint_every = args.checkpoint_every or args.sample_every
     args.cache_dir = args.cache_dir or default_cache_dir()
-    if proc.device.type == "cpu":
-        keep_freed_memory()
+    if proc.device.type == "cpu" and not keep_freed_memory():
+        proc.log("note: the C library is not glibc: freed memory goes back to the system "
+                 "every iteration, which slows CPU training")
     configure_determinism(args.deterministic, proc.device)
     announce_fallbacks(args, proc)
-    tensorboard = None
+    outputs = Outputs(args.outdir)
     if proc.writes:
-        check_outdir(args.outdir, resuming=checkpoint is not None)
-        tensorboard = open_tensorboard(os.path.join(args.outdir, "tensorboard")) if args.tensorboard else None
-        proc.log("Configuration:")
-        for key, value in vars(args).items():
-            proc.log(f"  {key}: {value}")
-        proc.log(f"  (device: {proc.device}, processes: {proc.world_size}, torch {torch.__version__})")
-        atomic_write(os.path.join(args.outdir, "config.json"),
-                     lambda f: f.write(json.dumps(vars(args), indent=2).encode()))
-    return tensorboard
+        with contextlib.ExitStack() as undo:  # on an error here, the outdir is let go
+            undo.callback(outputs.close)
+            writable_folder("--outdir", args.outdir)
+            os.makedirs(outputs.path("progress"), exist_ok=True)
+            if not outputs.lock(proc):
+                proc.log("note: no file locks here (fcntl); nothing stops a second run from "
+                         "writing into the same --outdir")
+            existing = outputs.path("checkpoint.pt")
+            if checkpoint is None and os.path.exists(existing):
+                raise UserError(f"--outdir {args.outdir}: holds the checkpoint of an earlier "
+                                "run; continue it with --resume, or start afresh in another "
+                                f"--outdir (or after deleting {existing})")
+            if args.tensorboard:
+                outputs.tensorboard = summary_writer()(outputs.path("tensorboard"))
+            proc.log("Configuration:")
+            for key, value in vars(args).items():
+                proc.log(f"  {key}: {value}")
+            proc.log(f"  (device: {proc.device}, processes: {proc.world_size}, torch {torch.__version__})")
+            atomic_write(outputs.path("config.json"),
+                         lambda f: f.write(json.dumps(vars(args), indent=2).encode()))
+            undo.pop_all()
+    return outputs
+
+
+class Outputs:
+    """The run's hold on --outdir: an exclusive lock on OUTDIR/run.lock for the whole run,
+    so that a second run there stops at once (the operating system lets go of the lock
+    when the process ends, however it ends), and the TensorBoard writer."""
+
+    def __init__(self, outdir):
+        self.outdir, self.lock_file, self.tensorboard = outdir, None, None
+
+    def path(self, *names):
+        return os.path.join(self.outdir, *names)
+
+    def lock(self, proc):
+        """Takes the lock, or says in one line which run holds it. False without fcntl."""
+        if fcntl is None:
+            return False
+        self.lock_file = open(self.path("run.lock"), "a+")
+        try:
+            fcntl.flock(self.lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.lock_file.seek(0)
+            holder = self.lock_file.read().strip() or "another process"
+            raise UserError(f"--outdir {self.outdir}: another run is writing there ({holder}); "
+                            "wait for it to end or stop it, or choose another --outdir") from None
+        self.lock_file.truncate(0)
+        self.lock_file.write(f"PID {os.getpid()} on {socket.gethostname()}, since "
+                             f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        self.lock_file.flush()
+        return True
+
+    def close(self):
+        if self.tensorboard:
+            self.tensorboard.close()
+            self.tensorboard = None
+        if self.lock_file:
+            self.lock_file.close()  # lets go of the lock
+            self.lock_file = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def prepare_training(state, args, proc, checkpoint, num_batches):
@@ -652,10 +760,12 @@ class Extras:
     EMA generator, the progress bar, TensorBoard, the grids on disk, SWD, checkpoints and
     stopping on a signal. A context manager: it holds the signal handlers and the bar."""
 
-    def __init__(self, args, proc, state, images, pixels, tensorboard, num_batches):
-        self.args, self.proc, self.state, self.tensorboard = args, proc, state, tensorboard
-        self.out = functools.partial(os.path.join, args.outdir)
+    def __init__(self, args, proc, state, images, pixels, outputs, num_batches):
+        self.args, self.proc, self.state = args, proc, state
+        self.tensorboard, self.out = outputs.tensorboard, outputs.path
         self.num_batches = num_batches
+        # what the checkpoint records of the data, so that a resume can tell a change
+        self.data = {"images": len(images), "digest": file_digest(images)}
         total = args.num_epochs * num_batches
         self.last_iteration = min(total, args.max_iters or total) - 1
         self.evaluator = (SWDEvaluator(images, pixels, args, proc.device, proc.log)
@@ -665,7 +775,7 @@ class Extras:
         self.bar = tqdm(total=total, initial=state.iteration, unit="img",
                         unit_scale=args.batch_size, dynamic_ncols=True,
                         disable=None if proc.writes else True)
-        self.stop = StopRequest()
+        self.stop = StopRequest(proc)
         self.epoch_steps, self.epoch_clock = 0, time.time()
         self.logged_rows = len(state.metrics.rows)
 
@@ -680,7 +790,6 @@ class Extras:
         self.bar.close()
         if self.tensorboard:
             self.after_stats()
-            self.tensorboard.close()
 
     def after_step(self):
         if self.state.ema is not None:
@@ -711,9 +820,7 @@ class Extras:
 
     def checkpoint(self, iters, last):
         """Writes checkpoint.pt when due or when stopping; True when a signal asks to stop."""
-        # Under torchrun the ranks agree on stopping where they synchronise anyway.
-        if self.proc.world_size == 1 or (self.state.batch_in_epoch - 1) % self.args.log_every == 0:
-            self.stop.agree(self.proc)
+        self.stop.agree()
         if last or self.stop.stopping or iters % self.args.checkpoint_every == 0:
             self.save()
         return self.stop.stopping
@@ -725,7 +832,9 @@ class Extras:
         self.save()
 
     def save(self):
-        save_checkpoint(self.out("checkpoint.pt"), self.args, self.state, self.proc, self.num_batches)
+        with self.stop.deferred():  # a second signal now waits for the file to be whole
+            save_checkpoint(self.out("checkpoint.pt"), self.args, self.state, self.proc,
+                            self.num_batches, self.data)
 
     def _epoch_summary(self, epoch):
         """Without a progress bar (not a terminal), one line per epoch on stderr."""
@@ -747,42 +856,78 @@ class Extras:
 
     def diverged(self, error):
         iteration = self.state.iteration if error.iteration is None else error.iteration
-        return UserError(
-            f"training diverged at iteration {iteration}: a loss or D output became NaN or "
-            f"infinite; the last good checkpoint, {self.out('checkpoint.pt')}, is intact; "
-            "resume from it with a lower --lr")
+        path = self.out("checkpoint.pt")
+        advice = (f"the last good checkpoint, {path}, is intact; resume from it with a lower "
+                  "--lr" if os.path.exists(path) else "no checkpoint was written before it; "
+                  "start again with a lower --lr")
+        return UserError(f"training diverged at iteration {iteration}: a loss or D output "
+                         f"became NaN or infinite; {advice}")
 
 
 class StopRequest:
-    """Turns Ctrl-C and SIGTERM into a flag that the loop checks after each iteration, so
-    that the run can write a checkpoint and say how to resume."""
+    """Turns the stop signals (Ctrl-C, SIGTERM, SIGHUP, SIGUSR1) into a flag that the loop
+    checks after each iteration, so that the run writes a checkpoint and says how to
+    resume. Under torchrun the ranks vote every iteration without waiting: each vote is
+    summed over the ranks while the next iteration runs (on Gloo, on the CPU), so every
+    rank stops after the same iteration, at most one after the signal."""
 
-    def __init__(self):
-        self.signum = None
-        self.stopping = False
+    def __init__(self, proc):
+        self.proc, self.signum, self.stopping, self.saving = proc, None, False, False
+        self.group = self.vote = self.counting = None
+        if proc.world_size > 1:  # a CPU group even beside NCCL: a vote never syncs the GPU
+            self.group = dist.new_group(backend="gloo") if proc.device.type == "cuda" else None
 
-    def agree(self, proc):
+    def agree(self):
         """Sets `stopping` when this process (or, under torchrun, any rank) got a signal."""
-        if proc.world_size == 1:
+        if self.proc.world_size == 1:
             self.stopping = self.signum is not None
             return
-        signum = torch.tensor(self.signum or 0, device=proc.device)
-        dist.all_reduce(signum, op=dist.ReduceOp.MAX)
-        self.signum = int(signum.item()) or None
-        self.stopping = self.signum is not None
+        if self.counting is not None:  # the last iteration's vote, summed meanwhile
+            self.counting.wait()
+            if self.vote.item():
+                self.signum, self.stopping = self.signum or int(self.vote.item()), True
+        if not self.stopping:
+            self.vote = torch.tensor(self.signum or 0)
+            self.counting = dist.all_reduce(self.vote, op=dist.ReduceOp.MAX, group=self.group,
+                                            async_op=True)
+        else:
+            self.counting = None
+
+    @contextlib.contextmanager
+    def deferred(self):
+        """A signal that comes while this runs (the checkpoint's write) waits for it."""
+        self.saving = True
+        try:
+            yield
+        finally:
+            self.saving = False
 
     def __enter__(self):
-        self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        self.previous = {s: signal.signal(s, self.handle) for s in STOP_SIGNALS}
         return self
 
     def handle(self, signum, frame):
-        if self.signum is not None:  # a second Ctrl-C: stop at once
-            raise KeyboardInterrupt
-        self.signum = signum
+        if self.signum is None:
+            self.signum = signum
+        elif self.saving:
+            print("dcgan.py: writing the checkpoint; the run stops once it is whole",
+                  file=sys.stderr, flush=True)
+        else:  # a second signal: stop at once (the last checkpoint stays as it was)
+            raise Interrupted(signum)
 
     def __exit__(self, *exc):
+        if self.counting is not None:  # every rank made the same calls: finish the last one
+            self.counting.wait()
         for s, handler in self.previous.items():
             signal.signal(s, handler)
+
+
+class Interrupted(BaseException):
+    """A second stop signal: the run ends at once, with status 128 + its number."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
 
 
 class Diverged(Exception):
@@ -793,30 +938,73 @@ class Diverged(Exception):
         self.iteration = iteration
 
 
-def check_outdir(outdir, resuming):
-    """Creates the output folder and proves it writable before any work starts, and
-    refuses to start a new run over an earlier run's checkpoint."""
+def writable_folder(flag, folder):
+    """Creates the folder and proves it writable, or says in one line why not."""
     try:
-        os.makedirs(os.path.join(outdir, "progress"), exist_ok=True)
-        with tempfile.TemporaryFile(dir=outdir):
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
-        raise UserError(f"--outdir {outdir}: cannot write there ({error.strerror}); "
+        raise UserError(f"{flag} {folder}: cannot write there ({reason(error)}); "
                         "choose a writable folder") from None
-    existing = os.path.join(outdir, "checkpoint.pt")
-    if not resuming and os.path.exists(existing):
-        raise UserError(f"--outdir {outdir}: holds the checkpoint of an earlier run; "
-                        "continue it with --resume, or start afresh in another --outdir "
-                        f"(or after deleting {existing})")
 
 
-def open_tensorboard(logdir):
+def summary_writer():
+    """TensorBoard's SummaryWriter class, or one line that says how to get it."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise UserError("--tensorboard needs the tensorboard package: pip install "
                         "tensorboard (or drop --tensorboard)") from None
-    return SummaryWriter(logdir)
+    return SummaryWriter
+
+
+def check_eval_sizes(images, held_out):
+    """SWD compares G's images with a set of real ones, beside a floor of real against
+    real: without held-out images, two disjoint sets of training images."""
+    if not held_out and len(images) < 2:
+        raise UserError(f"--eval-every: SWD needs at least 2 training images (a set to "
+                        f"compare with and a set for the floor), and {images.root} has "
+                        f"{len(images)}; add images, or give --eval-dataroot")
+
+
+def check_same_data(checkpoint, images, args, proc):
+    """A resumed run repeats the uninterrupted one only on the same images: refuses
+    changed ones unless --allow-changed-data (checkpoints before this check pass)."""
+    saved = checkpoint.get("data")
+    if saved is None or saved["digest"] == file_digest(images):
+        return
+    what = (f"{saved['images']} images then, {len(images)} now" if saved["images"] != len(images)
+            else f"as many images, {len(images)}, but a name, a size or a modification time differs")
+    if not args.allow_changed_data:
+        raise UserError(f"--resume {args.resume}: the images in --dataroot {args.dataroot} "
+                        f"changed since the checkpoint ({what}), so the run would not continue "
+                        "as it would have; restore them, or give --allow-changed-data to go on "
+                        "with these")
+    proc.log(f"note: the images changed since the checkpoint ({what}); continuing on them, "
+             "as --allow-changed-data asks: the run is no longer the uninterrupted one")
+
+
+def check_network_memory(args, device):
+    """Before anything is built: refuses networks whose weights, gradients and Adam state
+    alone exceed the device's memory (CUDA) or the machine's (CPU)."""
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        nets = (Generator(args.nz, args.ngf, args.nc, args.image_size),
+                Discriminator(args.nc, args.ndf, args.image_size))
+    count = sum(p.numel() for net in nets for p in net.parameters())
+    needed = 16 * count  # float32 weights, gradients and Adam's two moments
+    if device.type == "cuda":
+        available = torch.cuda.get_device_properties(device).total_memory
+    elif hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    else:
+        return
+    if needed > available:
+        raise UserError(f"--image-size {args.image_size}: the networks alone would need "
+                        f"{needed / 2**30:,.1f} GiB (their {count / 1e6:,.0f} million weights, "
+                        "with gradients and Adam's two moments), more than the "
+                        f"{available / 2**30:,.1f} GiB of this {device.type}; use a smaller "
+                        "--image-size, --ngf or --ndf")
 
 
 def log_scalars(writer, rows):
@@ -879,13 +1067,8 @@ class Metrics:
 # The decode-once cache and its batches
 # ----------------------------------------------------------------------------------------
 
-def load_data(args, proc):
-    """The dataset, its decode-once cache (built by rank 0 while the others wait) and
-    the dataloader."""
-    if args.download and proc.writes:
-        download_celeba(args.dataroot)
-    barrier(proc)
-    images = make_dataset(args.dataroot, args.image_size, args.nc)
+def load_data(args, proc, images):
+    """The decode-once cache (built by rank 0 while the others wait) and the dataloader."""
     pixels = None
     if not args.no_cache:
         pixels = load_pixel_cache(images, args.image_size, args.nc, args.cache_dir,
@@ -896,7 +1079,7 @@ def load_data(args, proc):
                                       args.workers)
     dataloader = Batches(images, pixels, args.batch_size, args.workers, proc, args.seed,
                          args.channels_last)
-    return images, pixels, dataloader
+    return pixels, dataloader
 
 
 def make_dataset(dataroot, image_size=64, nc=3, flag="--dataroot"):
@@ -983,30 +1166,26 @@ def stack_pixels(batch):
 
 
 def ignore_interrupts(worker_id):
-    """worker_init_fn: Ctrl-C and SIGTERM are the main process's to handle, so that it can
+    """worker_init_fn: the stop signals are the main process's to handle, so that it can
     write a checkpoint before the workers go."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
-def decode_images(images, indices, workers, desc):
-    """Decodes images[indices] to (kept indices, uint8 array N x C x H x W) with
-    DataLoader workers; unreadable images are left out (and reported by FaceImages)."""
+def decode_batches(images, indices, workers, desc):
+    """Decodes images[indices] with DataLoader workers, in order, 256 at a time. Yields
+    (the indices kept, uint8 array k x C x H x W); an unreadable image is left out (and
+    named by FaceImages)."""
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(PixelView(images), indices), batch_size=256,
-        num_workers=workers, collate_fn=stack_pixels, worker_init_fn=ignore_interrupts,
+        num_workers=min(workers, math.ceil(len(indices) / 256)), collate_fn=stack_pixels,
+        worker_init_fn=ignore_interrupts,
         # A generator of its own, so that decoding draws nothing from the tutorial's stream.
         generator=torch.Generator())
-    kept, arrays = [], []
-    for batch_indices, batch in tqdm(loader, desc=desc, unit_scale=256, unit="img",
-                                     leave=False, disable=None):
+    for kept, batch in tqdm(loader, desc=desc, unit_scale=256, unit="img", leave=False,
+                            disable=None):
         if batch is not None:
-            kept += batch_indices
-            arrays.append(batch)
-    if not arrays:
-        raise UserError(f"--dataroot {images.root}: none of its {len(images)} images "
-                        "could be read")
-    return kept, np.concatenate(arrays)
+            yield kept, batch
 
 
 def default_cache_dir():
@@ -1014,49 +1193,148 @@ def default_cache_dir():
     return os.path.join(base, "dcgan-faces")
 
 
-def cache_key(images, image_size, nc):
-    """A digest of the file list (names, sizes, modification times) and the transform, so
-    that a changed dataset is decoded again, never silently reused."""
-    digest = hashlib.sha256(f"{CACHE_VERSION} {image_size} {nc} {images.resize_crop}".encode())
+def file_digest(images):
+    """A digest of the file list: names, sizes and modification times. It changes when an
+    image is added, removed or edited in place."""
+    digest = hashlib.sha256()
     for path, _ in images.samples:
         st = os.stat(path)
-        digest.update(f"\0{os.path.relpath(path, images.root)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
-    return digest.hexdigest()[:20]
+        # fsencode: a name need not be valid UTF-8
+        digest.update(b"\0" + os.fsencode(os.path.relpath(path, images.root))
+                      + f"\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+def cache_path(images, image_size, nc, cache_dir):
+    """The cache file of these images at this size: a changed dataset gets another one."""
+    key = hashlib.sha256(f"{CACHE_VERSION} {image_size} {nc} {images.resize_crop} "
+                         f"{file_digest(images)}".encode()).hexdigest()[:20]
+    return os.path.join(cache_dir, f"faces-{len(images)}-{nc}x{image_size}-{key}.npy")
 
 
 def load_pixel_cache(images, image_size, nc, cache_dir, workers, build=True):
-    """The whole dataset after Resize and CenterCrop as one uint8 tensor, decoded once and
-    kept in a cache file that later runs reuse. Returns None when build is False and the
-    file does not exist yet (the other ranks of a torchrun job wait for rank 0)."""
-    key = cache_key(images, image_size, nc)
-    path = os.path.join(cache_dir, f"faces-{len(images)}-{nc}x{image_size}-{key}.npy")
+    """The whole dataset after Resize and CenterCrop as one uint8 tensor N x C x H x W,
+    decoded once into a .npy file that later runs map into memory: the operating system
+    keeps one copy of it in its page cache, whichever runs and ranks read it. A damaged
+    file is decoded again. Returns None when build is False and there is no intact file
+    yet (the other ranks of a torchrun job wait for rank 0)."""
+    path = cache_path(images, image_size, nc, cache_dir)
+    row_shape = (nc, image_size, image_size)
+    pixels, problem = open_pixel_cache(path, len(images), row_shape)
+    if pixels is not None or not build:
+        return pixels
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        with exclusive_lock(path + ".lock"):  # one builder at a time; the others then map its file
+            pixels, problem = open_pixel_cache(path, len(images), row_shape)
+            if pixels is None:
+                if problem:
+                    print(f"warning: the image cache {path} is damaged ({problem}); "
+                          "decoding the images again", file=sys.stderr)
+                build_pixel_cache(images, path, row_shape, workers)
+                pixels, problem = open_pixel_cache(path, len(images), row_shape)
+    except OSError as error:
+        raise UserError(f"--cache-dir {cache_dir}: cannot write the image cache "
+                        f"({reason(error)}); give a writable --cache-dir, or --no-cache") from None
+    return pixels
+
+
+def open_pixel_cache(path, count, row_shape):
+    """(the mapped pixels, None), or (None, what is wrong with the file), or (None, None)
+    when there is no file. Checks the sidecar, the header, the dtype, the shape against
+    the folder's file count and the file's size against its header."""
     if not os.path.exists(path):
-        if not build:
-            return None
-        start = time.time()
-        kept, pixels = decode_images(images, list(range(len(images))), workers,
-                                     desc="decoding images once")
-        skipped = [images.samples[i][0] for i in sorted(set(range(len(images))) - set(kept))]
-        try:
-            os.makedirs(cache_dir, exist_ok=True)
-            # The .npy comes last: its existence says the cache is complete.
-            atomic_write(path + ".json", lambda f: f.write(json.dumps(
-                {"root": os.path.abspath(images.root), "images": len(images),
-                 "skipped": skipped}, indent=1).encode()))
-            atomic_write(path, lambda f: np.save(f, pixels))
-        except OSError as error:
-            raise UserError(f"--cache-dir {cache_dir}: cannot write the image cache "
-                            f"({error.strerror}); give a writable --cache-dir, or --no-cache") from None
-        print(f"Decoded {len(kept)} images once in {time.time() - start:.1f} s into {path}"
-              + (f" ({len(skipped)} unreadable skipped)" if skipped else ""))
-    else:
-        info_path = path + ".json"
-        with open(info_path) as f:
+        return None, None
+    try:
+        with open(path + ".json") as f:
             skipped = json.load(f)["skipped"]
-        if skipped:
-            print(f"warning: {len(skipped)} unreadable images are left out "
-                  f"(listed in {info_path})", file=sys.stderr)
-    return torch.from_numpy(np.load(path))
+        # mode "c": a writable view whose pages stay the shared page cache unless written
+        array = np.load(path, mmap_mode="c")
+        expected = (count - len(skipped), *row_shape)
+        if array.dtype != np.uint8 or array.shape != expected:
+            return None, f"it holds {array.dtype} {array.shape}, not uint8 {expected}"
+        if os.path.getsize(path) != array.offset + array.nbytes:
+            return None, "its size does not match its header"
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return None, reason(error)
+    if skipped:
+        print(f"warning: {len(skipped)} unreadable images are left out (listed in "
+              f"{path}.json)", file=sys.stderr)
+    return torch.from_numpy(array), None
+
+
+NPY_HEADER_BYTES = 128
+
+
+def npy_header(shape):
+    """A .npy header (format 1.0) of uint8 C-order rows, always 128 bytes long, so that
+    the row count can be rewritten in place when unreadable images leave rows unused."""
+    text = f"{{'descr': '|u1', 'fortran_order': False, 'shape': {tuple(shape)}, }}"
+    return (b"\x93NUMPY\x01\x00" + struct.pack("<H", NPY_HEADER_BYTES - 10)
+            + text.ljust(NPY_HEADER_BYTES - 11).encode() + b"\n")
+
+
+def build_pixel_cache(images, path, row_shape, workers):
+    """Decodes every image straight into a memory-mapped file of the final size, under a
+    temporary name, then renames it into place: memory stays a few batches whatever the
+    dataset's size, and a killed build never leaves a file that looks complete."""
+    for stale in glob.glob(glob.escape(path) + ".*.tmp"):  # a killed build's
+        os.unlink(stale)
+    row_bytes, count = math.prod(row_shape), len(images)
+    needed, free = NPY_HEADER_BYTES + count * row_bytes, shutil.disk_usage(os.path.dirname(path)).free
+    if needed > free:
+        raise UserError(f"--cache-dir {os.path.dirname(path)}: the image cache needs "
+                        f"{needed / 2**30:.1f} GiB and {free / 2**30:.1f} GiB is free; give a "
+                        "--cache-dir with room, or --no-cache")
+    start, tmp = time.time(), f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb+") as f:
+            if hasattr(os, "posix_fallocate"):  # the disk's blocks now: a full disk is an error here, not a crash later
+                os.posix_fallocate(f.fileno(), 0, needed)
+            f.truncate(needed)
+            f.write(npy_header((count, *row_shape)))
+            f.flush()
+            rows = np.memmap(f, dtype=np.uint8, mode="r+", offset=NPY_HEADER_BYTES,
+                             shape=(count, *row_shape))
+            kept = []
+            for indices, batch in decode_batches(images, range(count), workers,
+                                                 "decoding images once"):
+                rows[len(kept):len(kept) + len(batch)] = batch
+                kept += indices
+            rows.flush()
+            del rows
+            if not kept:
+                raise UserError(f"--dataroot {images.root}: none of its {count} images "
+                                "could be read")
+            if len(kept) < count:  # unreadable images: the rows are contiguous, drop the tail
+                f.seek(0)
+                f.write(npy_header((len(kept), *row_shape)))
+                f.truncate(NPY_HEADER_BYTES + len(kept) * row_bytes)
+            f.flush()
+            os.fsync(f.fileno())
+        skipped = [images.samples[i][0] for i in sorted(set(range(count)) - set(kept))]
+        # The .npy comes last: its existence says the cache is complete.
+        atomic_write(path + ".json", lambda f: f.write(json.dumps(
+            {"root": os.path.abspath(images.root), "images": count, "skipped": skipped},
+            indent=1).encode()))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    print(f"Decoded {len(kept)} images once in {time.time() - start:.1f} s into {path}"
+          + (f" ({len(skipped)} unreadable skipped)" if skipped else ""))
+
+
+@contextlib.contextmanager
+def exclusive_lock(path):
+    """Holds an exclusive lock on the file at path, waiting for another holder; without
+    file locks (no fcntl: Windows), holds nothing."""
+    if fcntl is None:
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def pixels_on_device(pixels, device):
@@ -1073,18 +1351,41 @@ def fits_on_gpu(tensor, device):
 
 def cached_batches(pixels, index_batches, device):
     """The cache's uint8 rows of each batch, moved to the device and normalised there."""
+    move = how_to_move(pixels.device, device)
+    if move == "pin and copy":
+        yield from staged_batches(pixels, index_batches, device)
+        return
     if pixels.device.type != "cpu" and index_batches:
         # One host-to-device copy of the epoch's indices instead of one per batch.
         sizes = [len(b) for b in index_batches]
         index_batches = torch.cat(index_batches).to(pixels.device).split(sizes)
     for indices in index_batches:
         batch = pixels.index_select(0, indices)
-        move = how_to_move(batch.device, device)
-        if move == "pin and copy":
-            batch = batch.pin_memory()
-        if move != "none":
-            batch = batch.to(device, non_blocking=True)
-        yield normalize_pixels(batch)
+        yield normalize_pixels(batch if move == "none" else batch.to(device))
+
+
+def staged_batches(pixels, index_batches, device):
+    """From a host cache to a GPU: each batch is gathered into one of two pinned buffers
+    and copied without blocking, one batch ahead, so that the gather of the next batch
+    overlaps the step on the current one."""
+    size = max((len(b) for b in index_batches), default=0)
+    buffers = [torch.empty((size, *pixels.shape[1:]), dtype=torch.uint8).pin_memory()
+               for _ in range(2)]
+    copied = [None, None]  # the CUDA event after each buffer's last copy
+    ready = None
+    for k, indices in enumerate(index_batches):
+        if copied[k % 2] is not None:
+            copied[k % 2].synchronize()  # its previous copy is done: the buffer is free
+        buffer = buffers[k % 2][:len(indices)]
+        torch.index_select(pixels, 0, indices, out=buffer)
+        on_device = buffer.to(device, non_blocking=True)
+        copied[k % 2] = torch.cuda.Event()
+        copied[k % 2].record()
+        if ready is not None:
+            yield normalize_pixels(ready)
+        ready = on_device
+    if ready is not None:
+        yield normalize_pixels(ready)
 
 
 def how_to_move(source, target):
@@ -1107,6 +1408,11 @@ def normalize_pixels(pixels):
 # Checkpoints and exact resume
 # ----------------------------------------------------------------------------------------
 
+def reason(error):
+    """The reason an OSError gives, or its text when it gives none."""
+    return getattr(error, "strerror", None) or str(error) or type(error).__name__
+
+
 def atomic_write(path, write):
     """Writes a file through a temporary file, flush, fsync and rename, so that a crash at
     any moment leaves either the old file or the new one, never half of one."""
@@ -1117,13 +1423,17 @@ def atomic_write(path, write):
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; outputs are ordinary files
     try:
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            try:
+                write(f)
+            except RuntimeError as error:  # torch.save reports a failed write so
+                raise OSError(f"the write failed: disk full or a file size limit "
+                              f"({str(error).splitlines()[0][-60:]})") from None
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 class RandomStreams:
@@ -1205,7 +1515,7 @@ class RandomStreams:
         random.setstate((version, tuple(internal), gauss))
 
 
-def save_checkpoint(path, args, state, proc, num_batches):
+def save_checkpoint(path, args, state, proc, num_batches, data):
     """Writes the one checkpoint dict that resumes the run exactly (rank 0 writes it;
     every rank contributes its random streams)."""
     state.metrics.flush()  # the checkpoint's rows and metrics.csv agree
@@ -1220,7 +1530,7 @@ def save_checkpoint(path, args, state, proc, num_batches):
         "ema": state.ema.state_dict() if state.ema is not None else None,
         "epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch,
         "iteration": state.iteration, "batches_per_epoch": num_batches,
-        "world_size": proc.world_size, **streams,
+        "world_size": proc.world_size, **streams, "data": data,
         "fixed_noise": state.fixed_noise.cpu(),
         "metrics": state.metrics.rows,
         "grids": state.img_list, "grid_iterations": state.img_iterations,
@@ -1229,7 +1539,7 @@ def save_checkpoint(path, args, state, proc, num_batches):
     try:
         atomic_write(path, lambda f: torch.save(checkpoint, f))
     except OSError as error:
-        raise UserError(f"cannot write {path} ({error.strerror}); the previous checkpoint "
+        raise UserError(f"cannot write {path} ({reason(error)}); the previous checkpoint "
                         "is intact; free some space and resume") from None
 
 
@@ -1246,9 +1556,11 @@ def load_checkpoint(path, device="cpu", flag="--checkpoint"):
                             "would run code when loaded; dcgan.py loads only tensors, "
                             "numbers and text (use a checkpoint that dcgan.py wrote)") from None
         raise UserError(f"{flag} {path}: not a PyTorch file (corrupt?)") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
+            AttributeError) as error:  # what unpickling garbage raises
+        detail = (str(error).splitlines() or [type(error).__name__])[0][:120]
         raise UserError(f"{flag} {path}: cannot be read: truncated or corrupt "
-                        f"({str(error).splitlines()[0][:120]}); use an intact copy") from None
+                        f"({detail}); use an intact copy") from None
     if not isinstance(checkpoint, dict):
         raise UserError(f"{flag} {path}: not a dcgan.py checkpoint or generator weights")
     if "format" in checkpoint and (checkpoint["format"] != CHECKPOINT_FORMAT
@@ -1419,13 +1731,14 @@ def keep_freed_memory():
     """glibc hands every large freed block (each activation, each iteration) back to the
     kernel, and the next iteration page-faults it in again: a fifth of a CPU training step
     here. Raising its mmap and trim thresholds keeps that memory in the process. Changes
-    no number; does nothing where the C library is not glibc."""
+    no number. Returns False where the C library is not glibc (nothing done)."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError):
-        return
+    except (AttributeError, OSError, TypeError):
+        return False
     mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: serve blocks up to 1 GiB from the heap
     mallopt(-1, 2 ** 31 - 1)  # M_TRIM_THRESHOLD (a C int): keep up to 2 GiB of free heap
+    return True
 
 
 class Autocast(nn.Module):
@@ -1595,8 +1908,11 @@ def real_uint8(images, pixels, indices, workers):
     """The real images at indices as uint8, from the cache when there is one."""
     if pixels is not None:
         return pixels[torch.as_tensor(indices)].cpu()
-    _, array = decode_images(images, indices, workers, desc="decoding evaluation images")
-    return torch.from_numpy(array)
+    arrays = [array for _, array in decode_batches(images, indices, workers,
+                                                   "decoding evaluation images")]
+    if not arrays:
+        raise UserError(f"--eval-dataroot {images.root}: none of its images could be read")
+    return torch.from_numpy(np.concatenate(arrays))
 
 
 class SWDEvaluator:
@@ -1696,8 +2012,11 @@ def generator_from_checkpoint(path, device):
     """(G, config) from checkpoint.pt (its EMA generator if it has one) or netG.pt."""
     checkpoint = load_checkpoint(path, device)
     if checkpoint.get("format") == CHECKPOINT_FORMAT:
-        weights = checkpoint["ema"] if checkpoint["ema"] is not None else checkpoint["netG"]
-        return generator_from_weights(weights, path).to(device), checkpoint["config"]
+        weights = checkpoint.get("ema") or checkpoint.get("netG")
+        if weights is None:
+            raise UserError(f"--checkpoint {path}: a damaged checkpoint: it holds no generator; "
+                            "use an intact copy, or netG.pt")
+        return generator_from_weights(weights, path).to(device), checkpoint.get("config", {})
     return generator_from_weights(checkpoint, path).to(device), {}
 
 
@@ -1714,18 +2033,15 @@ def slerp(a, b, t):
 
 
 def generate(args):
-    """The generate command: a grid (and single files) or a latent walk."""
+    """The generate command: a grid (and single files) or a latent walk. Images are made
+    and written --batch-size at a time, so memory does not grow with --num-samples."""
     device = pick_device(args.device)
     netG, _ = generator_from_checkpoint(args.checkpoint, device)
-    nz = netG.nz
     outdir = args.outdir or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "samples")
-    try:
-        os.makedirs(outdir, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"--outdir {outdir}: cannot write there ({error.strerror})") from None
+    writable_folder("--outdir", outdir)
     generator = torch.Generator().manual_seed(args.seed)
     if args.interpolate:
-        ends = torch.randn(2, args.rows, nz, 1, 1, generator=generator)
+        ends = torch.randn(2, args.rows, netG.nz, 1, 1, generator=generator)
         t = torch.linspace(0, 1, args.steps)
         noise = torch.stack([slerp(ends[0], ends[1], float(s)) for s in t], dim=1).flatten(0, 1)
         images = generated_uint8(netG, noise.to(device), args.batch_size)
@@ -1733,16 +2049,21 @@ def generate(args):
         save_grid(vutils.make_grid(images, nrow=args.steps, padding=2), path)
         print(f"Wrote {path}: {args.rows} latent walks of {args.steps} steps")
         return 0
-    noise = torch.randn(args.num_samples, nz, 1, 1, generator=generator)
-    images = generated_uint8(netG, noise.to(device), args.batch_size)
-    shown = images[:256]
+    shown = []  # the grid shows the first 256
+    for start in range(0, args.num_samples, args.batch_size):
+        count = min(args.batch_size, args.num_samples - start)
+        noise = torch.randn(count, netG.nz, 1, 1, generator=generator)
+        images = generated_uint8(netG, noise.to(device), args.batch_size)
+        shown += list(images[:256 - len(shown)])
+        if args.single_files:
+            for k, image in enumerate(images, start):
+                save_grid(image, os.path.join(outdir, f"{k:06d}.png"))
     path = os.path.join(outdir, "samples.png")
     save_grid(vutils.make_grid(shown, nrow=math.ceil(math.sqrt(len(shown))), padding=2), path)
-    print(f"Wrote {path}" + (f" (the first 256 of {len(images)})" if len(images) > 256 else ""))
+    print(f"Wrote {path}" + (f" (the first 256 of {args.num_samples})"
+                             if args.num_samples > 256 else ""))
     if args.single_files:
-        for k, image in enumerate(images):
-            save_grid(image, os.path.join(outdir, f"{k:06d}.png"))
-        print(f"Wrote {len(images)} single images to {outdir}/000000.png ...")
+        print(f"Wrote {args.num_samples} single images to {outdir}/000000.png ...")
     return 0
 
 
@@ -1756,6 +2077,8 @@ def evaluate(args):
         given, workers=args.workers, nz=netG.nz, nc=netG.nc, image_size=netG.image_size)))
     cfg.cache_dir = cfg.cache_dir or default_cache_dir()
     images = make_dataset(cfg.dataroot, cfg.image_size, cfg.nc)
+    check_eval_sizes(images, cfg.eval_dataroot and make_dataset(
+        cfg.eval_dataroot, cfg.image_size, cfg.nc, "--eval-dataroot"))
     pixels = load_pixel_cache(images, cfg.image_size, cfg.nc, cfg.cache_dir, cfg.workers)
     evaluator = SWDEvaluator(images, pixels, cfg, device)
     row = evaluator.evaluate(netG, "final")
@@ -1771,7 +2094,7 @@ def evaluate(args):
 # cannot change them.
 FIXED_ON_RESUME = ("nz", "ngf", "ndf", "nc", "image_size", "batch_size")
 # Flags that steer one invocation only; a resumed run does not inherit them.
-PER_INVOCATION = ("resume", "max_iters", "download")
+PER_INVOCATION = ("resume", "max_iters", "download", "allow_changed_data")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -1808,6 +2131,8 @@ non_negative_int = number("non_negative_int", int, lambda v: v >= 0, "a whole nu
 at_least_two = number("at_least_two", int, lambda v: v >= 2, "at least 2")
 positive_float = number("positive_float", float, lambda v: v > 0 and not math.isinf(v), "a positive number")
 unit_interval = number("unit_interval", float, lambda v: 0 <= v < 1, "at least 0 and below 1")
+# torch seeds are 64-bit; each rank, and a reseeded resume, adds a little to it
+seed = number("seed", int, lambda v: 0 <= v < 2 ** 63, f"a whole number from 0 to {2 ** 63 - 1}")
 
 
 def image_size(text):
@@ -1856,7 +2181,7 @@ def get_args_parser():
                           help="Adam beta1 of both networks")
     tutorial.add_argument("--ngpu", type=non_negative_int, default=inputs["ngpu"],
                           help="GPUs for nn.DataParallel; 0 trains on the CPU")
-    tutorial.add_argument("--seed", type=int, default=inputs["seed"], help="random seed")
+    tutorial.add_argument("--seed", type=seed, default=inputs["seed"], help="random seed")
 
     run = parser.add_argument_group("the run")
     run.add_argument("--outdir", default="outputs", help="where every output is written")
@@ -1880,6 +2205,9 @@ def get_args_parser():
     run.add_argument("--deterministic", action="store_true",
                      help="repeatable on a GPU: deterministic kernels and no cuDNN "
                           "autotuning (slower; CPU runs are repeatable without it)")
+    run.add_argument("--allow-changed-data", action="store_true",
+                     help="with --resume: go on although the images changed since the "
+                          "checkpoint (the run is then no longer the uninterrupted one)")
     run.add_argument("--download", action="store_true",
                      help="download CelebA into --dataroot with torchvision first")
 
@@ -1937,7 +2265,7 @@ def get_generate_parser():
                         help="where to write (default: a samples/ folder beside the checkpoint)")
     parser.add_argument("--num-samples", type=positive_int, default=64,
                         help="how many images")
-    parser.add_argument("--seed", type=int, default=999, help="seed of the latent vectors")
+    parser.add_argument("--seed", type=seed, default=999, help="seed of the latent vectors")
     parser.add_argument("--single-files", action="store_true",
                         help="also write each image as its own PNG (for FID tools)")
     parser.add_argument("--interpolate", action="store_true",
@@ -1960,7 +2288,7 @@ def get_evaluate_parser():
                         help="held-out real images (default: the checkpoint's, if any)")
     parser.add_argument("--eval-samples", type=positive_int, default=None,
                         help="images per set (default: the checkpoint's, else 2000)")
-    parser.add_argument("--seed", type=int, default=None,
+    parser.add_argument("--seed", type=seed, default=None,
                         help="seed (default: the checkpoint's, so numbers match training's)")
     parser.add_argument("--workers", type=non_negative_int, default=2,
                         help="processes that decode images")
@@ -2001,6 +2329,10 @@ def resolve_resume(args, given):
     if checkpoint.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"--resume {path}: this file holds only network weights; resume "
                         "needs the checkpoint.pt that training writes beside it")
+    missing = [key for key in CHECKPOINT_FIELDS if key not in checkpoint]
+    if missing:
+        raise UserError(f"--resume {path}: a damaged checkpoint: it lacks {', '.join(missing)}; "
+                        "use an intact copy")
     saved = settings(checkpoint["config"])
     fixed = [f"--{k.replace('_', '-')} {saved[k]} -> {given[k]}"
              for k in FIXED_ON_RESUME if k in given and given[k] != saved[k]]
@@ -2031,8 +2363,13 @@ def main(argv=None):
         return train(args, checkpoint)
     except UserError as error:
         rank = int(os.environ.get("RANK", "0"))
-        print(f"dcgan.py: error: {'' if rank == 0 else f'(rank {rank}) '}{error}", file=sys.stderr)
+        if rank == 0 or not error.same_on_every_rank:  # under torchrun, one line, not one a rank
+            print(f"dcgan.py: error: {'' if rank == 0 else f'(rank {rank}) '}{error}", file=sys.stderr)
         return 2
+    except Interrupted as stop:
+        print(f"dcgan.py: stopped at once by a second {signal.Signals(stop.signum).name}; "
+              "the last checkpoint is as it was", file=sys.stderr)
+        return 128 + stop.signum
     except KeyboardInterrupt:
         print("dcgan.py: interrupted", file=sys.stderr)
         return 130
