@@ -649,7 +649,7 @@ def open_inputs(args, proc, checkpoint):
         check_eval_sizes(images, held_out)
     if checkpoint is not None:
         check_same_data(checkpoint, images, args, proc)
-    check_network_memory(args, proc.device)
+    check_network_memory(args, proc)
     if args.tensorboard:
         summary_writer()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -985,14 +985,11 @@ def check_same_data(checkpoint, images, args, proc):
              "as --allow-changed-data asks: the run is no longer the uninterrupted one")
 
 
-def check_network_memory(args, device):
-    """Before anything is built: refuses networks whose weights, gradients and Adam state
-    alone exceed the device's memory (CUDA) or the machine's (CPU)."""
-    with torch.device("meta"):  # shapes only: nothing is allocated
-        nets = (Generator(args.nz, args.ngf, args.nc, args.image_size),
-                Discriminator(args.nc, args.ndf, args.image_size))
-    count = sum(p.numel() for net in nets for p in net.parameters())
-    needed = 16 * count  # float32 weights, gradients and Adam's two moments
+def check_network_memory(args, proc):
+    """Before anything is built: refuses a run whose networks and one step's activations
+    would not fit the device's memory (CUDA) or the machine's (CPU)."""
+    needed, params = step_memory(args, args.batch_size // proc.world_size)
+    device = proc.device
     if device.type == "cuda":
         available = torch.cuda.get_device_properties(device).total_memory
     elif hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
@@ -1000,11 +997,33 @@ def check_network_memory(args, device):
     else:
         return
     if needed > available:
-        raise UserError(f"--image-size {args.image_size}: the networks alone would need "
-                        f"{needed / 2**30:,.1f} GiB (their {count / 1e6:,.0f} million weights, "
-                        "with gradients and Adam's two moments), more than the "
+        raise UserError(f"--image-size {args.image_size}: one training step would need about "
+                        f"{needed / 2**30:,.1f} GiB ({params / 1e6:,.0f} million weights with "
+                        "their gradients and Adam's moments, and the activations of a batch of "
+                        f"{args.batch_size // proc.world_size}), more than the "
                         f"{available / 2**30:,.1f} GiB of this {device.type}; use a smaller "
-                        "--image-size, --ngf or --ndf")
+                        "--image-size, --batch-size, --ngf or --ndf")
+
+
+def step_memory(args, batch):
+    """(bytes, weights) of a float32 training step, estimated from shapes alone (no memory
+    is touched): weights, gradients and Adam's two moments, plus each layer's output in
+    G's pass and D's three passes, kept for backward, and twice as much again for the
+    gradients and temporaries of backward. The default run comes to 1.2 GiB; on a CPU it
+    peaks at about 1.5 GiB RSS, the interpreter and libraries included."""
+    outputs = []
+    with torch.device("meta"):
+        netG = Generator(args.nz, args.ngf, args.nc, args.image_size)
+        netD = Discriminator(args.nc, args.ndf, args.image_size)
+        for layer in [*netG.main, *netD.main]:
+            if not getattr(layer, "inplace", False):  # an in-place ReLU keeps no tensor of its own
+                layer.register_forward_hook(lambda module, inputs, output: outputs.append(output.numel()))
+        fake = netG(torch.empty(batch, args.nz, 1, 1))
+        d_count = len(outputs)
+        netD(fake)
+    weights = sum(p.numel() for net in (netG, netD) for p in net.parameters())
+    activations = sum(outputs[:d_count]) + 3 * sum(outputs[d_count:])
+    return 4 * (4 * weights + 3 * activations), weights
 
 
 def log_scalars(writer, rows):
@@ -1425,9 +1444,11 @@ def atomic_write(path, write):
         with os.fdopen(fd, "wb") as f:
             try:
                 write(f)
-            except RuntimeError as error:  # torch.save reports a failed write so
-                raise OSError(f"the write failed: disk full or a file size limit "
-                              f"({str(error).splitlines()[0][-60:]})") from None
+            except RuntimeError:  # torch.save's failed writes hide their reason: ask the disk
+                f.seek(0, os.SEEK_END)
+                f.write(b"\0")
+                f.flush()  # raises the OSError (disk full, file too large) if writes fail
+                raise  # else it was no write that failed
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -2365,6 +2386,13 @@ def main(argv=None):
         rank = int(os.environ.get("RANK", "0"))
         if rank == 0 or not error.same_on_every_rank:  # under torchrun, one line, not one a rank
             print(f"dcgan.py: error: {'' if rank == 0 else f'(rank {rank}) '}{error}", file=sys.stderr)
+        else:  # torchrun stops every rank when one exits: let rank 0 say it first
+            time.sleep(2)
+        return 2
+    except OSError as error:  # a write that failed mid-run, a full disk say
+        print(f"dcgan.py: error: {error.filename or 'a file'}: {reason(error)}; what was "
+              "written before is intact (checkpoints are replaced whole): fix this, then run "
+              "again (a training run: with --resume)", file=sys.stderr)
         return 2
     except Interrupted as stop:
         print(f"dcgan.py: stopped at once by a second {signal.Signals(stop.signum).name}; "

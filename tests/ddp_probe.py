@@ -3,7 +3,10 @@
     ddp_probe.py train OUT ARGV...   dcgan.main(ARGV); then OUT/rank{R}.pt = the rank's G and D
     ddp_probe.py d_update OUT FLAGS  one D update of tiny models, each rank on its half of a
                                      fixed batch of 8; rank 0 writes OUT/d_update.pt
+    ddp_probe.py signal K ARGV...    dcgan.main(ARGV), rank 1 sending itself SIGTERM
+                                     during iteration K (0-based)
 """
+import signal
 import os
 import sys
 
@@ -39,6 +42,16 @@ def main():
             torch.save({"G": nets[0].state_dict(), "D": nets[1].state_dict()},
                        os.path.join(out, f"rank{rank}.pt"))
         sys.exit(status)
+    if mode == "signal":
+        step, calls = dcgan.train_step, []
+
+        def signalling_step(*args, **kwargs):
+            calls.append(1)
+            if rank == 1 and len(calls) == int(out) + 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return step(*args, **kwargs)
+        dcgan.train_step = signalling_step
+        sys.exit(dcgan.main(sys.argv[3:]))
     if mode == "d_update":
         args = dcgan.get_args_parser().parse_args(sys.argv[3:])
         proc = dcgan.setup_distributed(args)
