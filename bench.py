@@ -16,6 +16,15 @@ made in a temporary folder, or --dataroot), warms up, then times --iters iterati
                   the opt-in flags, each on top of default
 
 It prints a markdown table and, last, the default path's speed-up over the tutorial's.
+
+    python bench.py --dataroot data/celeba-8k --memory 64 128
+
+measures instead the decode-once cache on a folder of CelebA's size (202,599 links to the
+files of --dataroot): the time to list the folder and digest its file list, then per size
+the cache build's time, file size and peak anonymous memory (RssAnon, summed over the
+process tree), and the same peak for a 20-iteration run on that cache with narrow networks,
+alone and as 2 torchrun ranks. File pages, the mapped cache among them, are the shared page
+cache: their peak is reported apart.
 """
 import argparse
 import json
@@ -60,6 +69,12 @@ def get_args_parser():
     parser.add_argument("--quick", action="store_true", help="fewer iterations and configurations")
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=None,
                         help="configurations to run (default: all that apply to the device)")
+    parser.add_argument("--memory", type=int, nargs="+", metavar="SIZE", default=None,
+                        help="instead, measure the decode-once cache's memory at these image "
+                             "sizes on a folder of CelebA's size (--images links to the files "
+                             "of --dataroot)")
+    parser.add_argument("--images", type=int, default=202_599,
+                        help="with --memory: how many images the folder of links holds")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", default=None, help=argparse.SUPPRESS)
     return parser
@@ -210,8 +225,97 @@ def matmul_gflops(device, size=2048, repeats=10):
     return 2 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
 
 
+def process_tree_memory(root_pid):
+    """(RssAnon, RssFile) in bytes, summed over root_pid and every process below it:
+    anonymous memory is a process's own; file pages (the mapped cache) are the shared,
+    reclaimable page cache."""
+    parents, status = {}, {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    parents[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{name}/status") as f:
+                    status[int(name)] = f.read()
+            except OSError:  # it ended meanwhile
+                pass
+    tree, grew = {root_pid}, True
+    while grew:
+        new = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= new
+        grew = bool(new)
+    total = [0, 0]
+    for pid in tree & status.keys():
+        for line in status[pid].splitlines():
+            for k, key in enumerate(("RssAnon:", "RssFile:")):
+                if line.startswith(key):
+                    total[k] += int(line.split()[1]) * 1024
+    return tuple(total)
+
+
+def peak_memory(command, env=None):
+    """Runs command; returns (seconds, peak RssAnon, peak RssFile over its process tree)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = [0, 0]
+    while process.poll() is None:
+        anon, file = process_tree_memory(process.pid)
+        peak = [max(peak[0], anon), max(peak[1], file)]
+        time.sleep(0.05)
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command[:4])} ...: failed\n{process.stderr.read()[-2000:]}")
+    return time.perf_counter() - start, peak[0], peak[1]
+
+
+def memory_report(args):
+    """The cache's build and use on a folder of CelebA's size, in bytes of memory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        source = os.path.join(args.dataroot, "img_align_celeba")
+        files = sorted(os.listdir(source))
+        folder = os.path.join(tmp, "celeba", "img_align_celeba")
+        os.makedirs(folder)
+        for k in range(args.images):
+            os.symlink(os.path.join(source, files[k % len(files)]), os.path.join(folder, f"{k + 1:06d}.jpg"))
+        dataroot = os.path.dirname(folder)
+        start = time.perf_counter()
+        images = dcgan.make_dataset(dataroot, 64, 3)
+        listed = time.perf_counter() - start
+        start = time.perf_counter()
+        dcgan.file_digest(images)
+        print(f"{len(images):,} images: listed in {listed:.1f} s, file digest (names, sizes, "
+              f"times) in {time.perf_counter() - start:.1f} s\n")
+        gib = 2 ** 30
+        print("| size | cache build | cache file | build: RssAnon peak | run: RssAnon peak "
+              "| 2 ranks: RssAnon peak | RssFile peak (shared page cache) |")
+        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.abspath(__file__)),
+                   OMP_NUM_THREADS="1")
+        here = os.path.dirname(os.path.abspath(__file__))
+        for size in args.memory:
+            cache = os.path.join(tmp, f"cache{size}")
+            build = [sys.executable, "-c", "import sys, dcgan; images = dcgan.make_dataset(sys.argv[1], "
+                     "int(sys.argv[2]), 3); dcgan.load_pixel_cache(images, int(sys.argv[2]), 3, "
+                     "sys.argv[3], workers=2)", dataroot, str(size), cache]
+            seconds, build_anon, _ = peak_memory(build, env)
+            cache_bytes = sum(os.path.getsize(os.path.join(cache, f)) for f in os.listdir(cache)
+                              if f.endswith(".npy"))
+            train = ["--dataroot", dataroot, "--image-size", str(size), "--cache-dir", cache,
+                     "--max-iters", "20", "--ngf", "8", "--ndf", "8", "--workers", "2"]
+            _, run_anon, run_file = peak_memory(
+                [sys.executable, os.path.join(here, "dcgan.py"), *train, "--outdir",
+                 os.path.join(tmp, f"run{size}")], env)
+            _, ddp_anon, ddp_file = peak_memory(
+                [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                 os.path.join(here, "dcgan.py"), *train, "--outdir", os.path.join(tmp, f"ddp{size}")], env)
+            print(f"| {size} px | {seconds:.0f} s | {cache_bytes / gib:.2f} GiB | {build_anon / gib:.2f} GiB "
+                  f"| {run_anon / gib:.2f} GiB | {ddp_anon / gib:.2f} GiB "
+                  f"| {run_file / gib:.2f} / {ddp_file / gib:.2f} GiB |", flush=True)
+
+
 def main():
     args = get_args_parser().parse_args()
+    if args.memory:
+        return memory_report(args)
     device = dcgan.pick_device(args.device)
     cuda = device.type == "cuda"
     if args.iters is None:

@@ -632,7 +632,7 @@ CELEBA_HELP = ("get CelebA's img_align_celeba.zip from the official site "
 
 
 # ----------------------------------------------------------------------------------------
-# Around the training loop: each extra as one call
+# Every input checked before anything is written
 # ----------------------------------------------------------------------------------------
 
 def open_inputs(args, proc, checkpoint):
@@ -659,6 +659,98 @@ def open_inputs(args, proc, checkpoint):
         args.workers = usable
     return images
 
+
+def writable_folder(flag, folder):
+    """Creates the folder and proves it writable, or says in one line why not."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UserError(f"{flag} {folder}: cannot write there ({reason(error)}); "
+                        "choose a writable folder") from None
+
+
+def summary_writer():
+    """TensorBoard's SummaryWriter class, or one line that says how to get it."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("--tensorboard needs the tensorboard package: pip install "
+                        "tensorboard (or drop --tensorboard)") from None
+    return SummaryWriter
+
+
+def check_eval_sizes(images, held_out):
+    """SWD compares G's images with a set of real ones, beside a floor of real against
+    real: without held-out images, two disjoint sets of training images."""
+    if not held_out and len(images) < 2:
+        raise UserError(f"--eval-every: SWD needs at least 2 training images (a set to "
+                        f"compare with and a set for the floor), and {images.root} has "
+                        f"{len(images)}; add images, or give --eval-dataroot")
+
+
+def check_same_data(checkpoint, images, args, proc):
+    """A resumed run repeats the uninterrupted one only on the same images: refuses
+    changed ones unless --allow-changed-data (checkpoints before this check pass)."""
+    saved = checkpoint.get("data")
+    if saved is None or saved["digest"] == file_digest(images):
+        return
+    what = (f"{saved['images']} images then, {len(images)} now" if saved["images"] != len(images)
+            else f"as many images, {len(images)}, but a name, a size or a modification time differs")
+    if not args.allow_changed_data:
+        raise UserError(f"--resume {args.resume}: the images in --dataroot {args.dataroot} "
+                        f"changed since the checkpoint ({what}), so the run would not continue "
+                        "as it would have; restore them, or give --allow-changed-data to go on "
+                        "with these")
+    proc.log(f"note: the images changed since the checkpoint ({what}); continuing on them, "
+             "as --allow-changed-data asks: the run is no longer the uninterrupted one")
+
+
+def check_network_memory(args, proc):
+    """Before anything is built: refuses a run whose networks and one step's activations
+    would not fit the device's memory (CUDA) or the machine's (CPU)."""
+    needed, params = step_memory(args, args.batch_size // proc.world_size)
+    device = proc.device
+    if device.type == "cuda":
+        available = torch.cuda.get_device_properties(device).total_memory
+    elif hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    else:
+        return
+    if needed > available:
+        raise UserError(f"--image-size {args.image_size}: one training step would need about "
+                        f"{needed / 2**30:,.1f} GiB ({params / 1e6:,.0f} million weights with "
+                        "their gradients and Adam's moments, and the activations of a batch of "
+                        f"{args.batch_size // proc.world_size}), more than the "
+                        f"{available / 2**30:,.1f} GiB of this {device.type}; use a smaller "
+                        "--image-size, --batch-size, --ngf or --ndf")
+
+
+def step_memory(args, batch):
+    """(bytes, weights) of a float32 training step, estimated from shapes alone (no memory
+    is touched): weights, gradients and Adam's two moments, plus each layer's output in
+    G's pass and D's three passes, kept for backward, and twice as much again for the
+    gradients and temporaries of backward. The default run comes to 1.2 GiB; on a CPU it
+    peaks at about 1.5 GiB RSS, the interpreter and libraries included."""
+    outputs = []
+    with torch.device("meta"):
+        netG = Generator(args.nz, args.ngf, args.nc, args.image_size)
+        netD = Discriminator(args.nc, args.ndf, args.image_size)
+        for layer in [*netG.main, *netD.main]:
+            if not getattr(layer, "inplace", False):  # an in-place ReLU keeps no tensor of its own
+                layer.register_forward_hook(lambda module, inputs, output: outputs.append(output.numel()))
+        fake = netG(torch.empty(batch, args.nz, 1, 1))
+        d_count = len(outputs)
+        netD(fake)
+    weights = sum(p.numel() for net in (netG, netD) for p in net.parameters())
+    activations = sum(outputs[:d_count]) + 3 * sum(outputs[d_count:])
+    return 4 * (4 * weights + 3 * activations), weights
+
+
+# ----------------------------------------------------------------------------------------
+# Around the training loop: each extra as one call
+# ----------------------------------------------------------------------------------------
 
 def start_run(args, proc, checkpoint):
     """Once every input is checked: settles the derived settings, takes the outdir for
@@ -938,94 +1030,6 @@ class Diverged(Exception):
         self.iteration = iteration
 
 
-def writable_folder(flag, folder):
-    """Creates the folder and proves it writable, or says in one line why not."""
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        raise UserError(f"{flag} {folder}: cannot write there ({reason(error)}); "
-                        "choose a writable folder") from None
-
-
-def summary_writer():
-    """TensorBoard's SummaryWriter class, or one line that says how to get it."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise UserError("--tensorboard needs the tensorboard package: pip install "
-                        "tensorboard (or drop --tensorboard)") from None
-    return SummaryWriter
-
-
-def check_eval_sizes(images, held_out):
-    """SWD compares G's images with a set of real ones, beside a floor of real against
-    real: without held-out images, two disjoint sets of training images."""
-    if not held_out and len(images) < 2:
-        raise UserError(f"--eval-every: SWD needs at least 2 training images (a set to "
-                        f"compare with and a set for the floor), and {images.root} has "
-                        f"{len(images)}; add images, or give --eval-dataroot")
-
-
-def check_same_data(checkpoint, images, args, proc):
-    """A resumed run repeats the uninterrupted one only on the same images: refuses
-    changed ones unless --allow-changed-data (checkpoints before this check pass)."""
-    saved = checkpoint.get("data")
-    if saved is None or saved["digest"] == file_digest(images):
-        return
-    what = (f"{saved['images']} images then, {len(images)} now" if saved["images"] != len(images)
-            else f"as many images, {len(images)}, but a name, a size or a modification time differs")
-    if not args.allow_changed_data:
-        raise UserError(f"--resume {args.resume}: the images in --dataroot {args.dataroot} "
-                        f"changed since the checkpoint ({what}), so the run would not continue "
-                        "as it would have; restore them, or give --allow-changed-data to go on "
-                        "with these")
-    proc.log(f"note: the images changed since the checkpoint ({what}); continuing on them, "
-             "as --allow-changed-data asks: the run is no longer the uninterrupted one")
-
-
-def check_network_memory(args, proc):
-    """Before anything is built: refuses a run whose networks and one step's activations
-    would not fit the device's memory (CUDA) or the machine's (CPU)."""
-    needed, params = step_memory(args, args.batch_size // proc.world_size)
-    device = proc.device
-    if device.type == "cuda":
-        available = torch.cuda.get_device_properties(device).total_memory
-    elif hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
-        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    else:
-        return
-    if needed > available:
-        raise UserError(f"--image-size {args.image_size}: one training step would need about "
-                        f"{needed / 2**30:,.1f} GiB ({params / 1e6:,.0f} million weights with "
-                        "their gradients and Adam's moments, and the activations of a batch of "
-                        f"{args.batch_size // proc.world_size}), more than the "
-                        f"{available / 2**30:,.1f} GiB of this {device.type}; use a smaller "
-                        "--image-size, --batch-size, --ngf or --ndf")
-
-
-def step_memory(args, batch):
-    """(bytes, weights) of a float32 training step, estimated from shapes alone (no memory
-    is touched): weights, gradients and Adam's two moments, plus each layer's output in
-    G's pass and D's three passes, kept for backward, and twice as much again for the
-    gradients and temporaries of backward. The default run comes to 1.2 GiB; on a CPU it
-    peaks at about 1.5 GiB RSS, the interpreter and libraries included."""
-    outputs = []
-    with torch.device("meta"):
-        netG = Generator(args.nz, args.ngf, args.nc, args.image_size)
-        netD = Discriminator(args.nc, args.ndf, args.image_size)
-        for layer in [*netG.main, *netD.main]:
-            if not getattr(layer, "inplace", False):  # an in-place ReLU keeps no tensor of its own
-                layer.register_forward_hook(lambda module, inputs, output: outputs.append(output.numel()))
-        fake = netG(torch.empty(batch, args.nz, 1, 1))
-        d_count = len(outputs)
-        netD(fake)
-    weights = sum(p.numel() for net in (netG, netD) for p in net.parameters())
-    activations = sum(outputs[:d_count]) + 3 * sum(outputs[d_count:])
-    return 4 * (4 * weights + 3 * activations), weights
-
-
 def log_scalars(writer, rows):
     for epoch, iteration, loss_d, loss_g, d_x, d_g_z1, d_g_z2, _ in rows:
         writer.add_scalars("loss", {"D": loss_d, "G": loss_g}, iteration)
@@ -1212,6 +1216,7 @@ def default_cache_dir():
     return os.path.join(base, "dcgan-faces")
 
 
+@functools.lru_cache(maxsize=8)  # one stat a file (3 s for CelebA), once a run
 def file_digest(images):
     """A digest of the file list: names, sizes and modification times. It changes when an
     image is added, removed or edited in place."""
@@ -1303,7 +1308,7 @@ def build_pixel_cache(images, path, row_shape, workers):
     needed, free = NPY_HEADER_BYTES + count * row_bytes, shutil.disk_usage(os.path.dirname(path)).free
     if needed > free:
         raise UserError(f"--cache-dir {os.path.dirname(path)}: the image cache needs "
-                        f"{needed / 2**30:.1f} GiB and {free / 2**30:.1f} GiB is free; give a "
+                        f"{size_text(needed)} and {size_text(free)} is free there; give a "
                         "--cache-dir with room, or --no-cache")
     start, tmp = time.time(), f"{path}.{os.getpid()}.tmp"
     try:
@@ -1342,6 +1347,10 @@ def build_pixel_cache(images, path, row_shape, workers):
             os.unlink(tmp)
     print(f"Decoded {len(kept)} images once in {time.time() - start:.1f} s into {path}"
           + (f" ({len(skipped)} unreadable skipped)" if skipped else ""))
+
+
+def size_text(size):
+    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
 
 
 @contextlib.contextmanager

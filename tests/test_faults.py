@@ -253,6 +253,31 @@ def test_a_damaged_cache_is_noticed_and_decoded_again(faces, tmp_path, capsys, h
     assert capsys.readouterr().err == ""  # healed
 
 
+def test_the_cache_is_mapped_not_loaded(faces, tmp_path):
+    images = dcgan.make_dataset(faces, 32, 3)
+    pixels = dcgan.load_pixel_cache(images, 32, 3, str(tmp_path), workers=0)
+    (path,) = tmp_path.glob("faces-*.npy")
+    with open("/proc/self/maps") as f:
+        assert str(path) in f.read()  # the file's pages are the page cache's, shared
+    assert torch.equal(dcgan.normalize_pixels(pixels), torch.stack([images[i] for i in range(20)]))
+
+
+def test_a_cache_folder_without_room_is_refused_before_decoding(tiny, tmp_path, capsys):
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a small file system needs root")
+    try:
+        status, out, err = run(tiny("out", "--image-size", "256", "--cache-dir", str(small)), capsys)
+        assert status == 2
+        assert one_error_line(err) == (f"--cache-dir {small}: the image cache needs 3.8 MiB and "
+                                       "1.0 MiB is free there; give a --cache-dir with room, or --no-cache")
+        assert [f for f in os.listdir(small) if not f.endswith(".lock")] == []  # nothing decoded
+    finally:
+        subprocess.run(["umount", str(small)])
+
+
 def test_a_killed_build_leaves_no_cache_that_looks_complete(tmp_path):
     root = make_images(tmp_path / "many" / "img_align_celeba", 1500, size=(178, 218))
     code = ("import sys, dcgan; images = dcgan.make_dataset(sys.argv[1], 128, 3); "
@@ -376,20 +401,33 @@ def test_under_torchrun_a_bad_flag_is_said_once(faces, tmp_path):
 
 # 19: other platforms -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("flags", [[], ["--no-cache"], ["--no-cache", "--eval-every", "3",
-                                                        "--eval-samples", "4"]],
-                         ids=["cache-build", "no-cache", "swd-images"])
-def test_the_data_paths_work_when_workers_are_spawned(faces, tmp_path, flags):
-    """macOS and Windows start DataLoader workers with spawn, not fork."""
-    code = ("import multiprocessing, sys; multiprocessing.set_start_method('spawn'); "
-            "import dcgan; sys.exit(dcgan.main(sys.argv[1:]))")
-    argv = tiny_argv(faces, tmp_path / "out", tmp_path / "cache", "--workers", "2",
-                     "--max-iters", "3", *flags)
+SPAWNED_DATA_PATHS = """
+import multiprocessing, sys
+import torch
+import dcgan
+multiprocessing.set_start_method("spawn")
+images = dcgan.make_dataset(sys.argv[1], 32, 3)
+cached = dcgan.load_pixel_cache(images, 32, 3, sys.argv[2], workers=1)      # the cache build
+proc = dcgan.Process()
+torch.manual_seed(0)
+decoded = dcgan.Batches(images, None, 8, 1, proc).first()                   # --no-cache
+real = dcgan.real_uint8(images, None, list(range(5)), workers=1)            # SWD's real images
+assert torch.equal(real, cached[:5]) and decoded.shape == (8, 3, 32, 32)
+torch.manual_seed(0)
+assert torch.equal(decoded, dcgan.Batches(images, cached, 8, 0, proc).first())
+print("spawned data paths: same pixels")
+"""
+
+
+def test_the_data_paths_work_when_workers_are_spawned(faces, tmp_path):
+    """macOS and Windows start DataLoader workers with spawn, not fork: the cache build,
+    the tutorial's pipeline (--no-cache) and SWD's decoding of real images, each with a
+    spawned worker, give the pixels that the forked and in-process paths give."""
     env = dict(os.environ, PYTHONPATH=os.path.dirname(DCGAN))
-    done = subprocess.run([sys.executable, "-c", code, *map(str, argv)], env=env,
-                          capture_output=True, text=True, timeout=240)
+    done = subprocess.run([sys.executable, "-c", SPAWNED_DATA_PATHS, faces, str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert len(read_metrics(tmp_path / "out" / "metrics.csv")) == 3
+    assert "spawned data paths: same pixels" in done.stdout
 
 
 def test_without_file_locks_or_glibc_the_run_goes_on_with_notes(tiny, capsys, monkeypatch):
