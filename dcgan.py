@@ -50,7 +50,7 @@ import struct
 import sys
 import tempfile
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 try:
     import fcntl  # file locks: POSIX only
@@ -295,6 +295,8 @@ def build_models(args, device):
     # Create the Discriminator and apply the weights_init function
     netD = Discriminator(args.nc, args.ndf, args.image_size).to(device)
     netD.apply(weights_init)
+    if args.spectral_norm:  # beyond: --spectral-norm
+        apply_spectral_norm(netD)
     return netG, netD
 
 
@@ -307,6 +309,11 @@ REAL_LABEL = 1.
 FAKE_LABEL = 0.
 
 
+def unchanged(images):
+    """What D sees without --diffaug: the images as they are."""
+    return images
+
+
 @dataclasses.dataclass
 class TrainingState:
     """Everything the training loop changes; a checkpoint holds it. The position (epoch,
@@ -317,12 +324,13 @@ class TrainingState:
     fixed_noise: torch.Tensor
     optimizerD: optim.Optimizer
     optimizerG: optim.Optimizer
-    logits: bool = False  # --amp: D returns logits and criterion is BCEWithLogitsLoss
+    logits: bool = False  # --amp, --loss hinge: D returns logits; the criterion takes them
     # Beyond the tutorial: the networks as the step runs them (wrapped for speed and
     # scale), the EMA generator, metrics, SWD rows, random streams for exact resume.
     trainG: Optional[nn.Module] = None
     trainD: Optional[nn.Module] = None
     ema: Optional[nn.Module] = None
+    augment: Callable = unchanged  # --diffaug: what D sees
     metrics: Optional["Metrics"] = None
     img_list: list = dataclasses.field(default_factory=list)  # uint8 fixed-noise grids
     img_iterations: list = dataclasses.field(default_factory=list)
@@ -346,13 +354,16 @@ class TrainingState:
 
 def loss_and_optimizers(args, netG, netD, device, logits=False):
     """The tutorial's criterion, fixed noise and optimizers, in its order."""
-    # Initialize the BCELoss function (--amp: the same loss on D's logits, computed stably)
-    criterion = nn.BCEWithLogitsLoss() if logits else nn.BCELoss()
+    # Initialize the BCELoss function (--amp: the same loss on D's logits, computed stably;
+    # beyond: --loss hinge)
+    criterion = (HingeLoss() if args.loss == "hinge" else
+                 nn.BCEWithLogitsLoss() if logits else nn.BCELoss())
     # Create batch of latent vectors that we will use to visualize the progression of the generator
     fixed_noise = torch.randn(64, args.nz, 1, 1, device=device)
-    # Setup Adam optimizers for both G and D
-    optimizerD = optim.Adam(netD.parameters(), lr=args.lr, betas=(args.beta1, 0.999))
-    optimizerG = optim.Adam(netG.parameters(), lr=args.lr, betas=(args.beta1, 0.999))
+    # Setup Adam optimizers for both G and D (beyond: --lr-d and --lr-g, else both --lr)
+    lr_d, lr_g = learning_rates(args)
+    optimizerD = optim.Adam(netD.parameters(), lr=lr_d, betas=(args.beta1, 0.999))
+    optimizerG = optim.Adam(netG.parameters(), lr=lr_g, betas=(args.beta1, 0.999))
     return TrainingState(netG, netD, criterion, fixed_noise, optimizerD, optimizerG, logits)
 
 
@@ -360,16 +371,19 @@ def loss_and_optimizers(args, netG, netD, device, logits=False):
 # Training
 # ----------------------------------------------------------------------------------------
 
-def train_step(netG, netD, optimizerG, optimizerD, criterion, real, nz, logits=False):
+def train_step(netG, netD, optimizerG, optimizerD, criterion, real, nz, logits=False,
+               augment=unchanged):
     """One iteration of the tutorial's loop: part (1) updates D, part (2) updates G.
     Returns the tutorial's statistics as one tensor on the device (no host sync): Loss_D,
-    Loss_G, D(x), D(G(z)) before and after D's step."""
+    Loss_G, D(x), D(G(z)) before and after D's step. `augment` (--diffaug) changes every
+    image that D sees, real and fake, in both parts."""
     # Generate batch of latent vectors (the tutorial draws it after D's all-real pass;
     # nothing in between draws a random number, so the numbers are the same)
     noise = torch.randn(real.size(0), nz, 1, 1, device=real.device)
     try:
-        fake, errD, D_x, D_G_z1 = d_step(netG, netD, optimizerD, criterion, real, noise, logits)
-        errG, D_G_z2 = g_step(netG, netD, optimizerG, criterion, fake, logits)
+        fake, errD, D_x, D_G_z1 = d_step(netG, netD, optimizerD, criterion, real, noise,
+                                         logits, augment)
+        errG, D_G_z2 = g_step(netG, netD, optimizerG, criterion, fake, logits, augment)
     except RuntimeError as error:
         if "between 0 and 1" in str(error):  # BCELoss refused a NaN from D
             raise Diverged() from None
@@ -377,14 +391,15 @@ def train_step(netG, netD, optimizerG, optimizerD, criterion, real, nz, logits=F
     return torch.stack([errD, errG, D_x, D_G_z1, D_G_z2]).detach()
 
 
-def d_step(netG, netD, optimizerD, criterion, real, noise, logits=False):
+def d_step(netG, netD, optimizerD, criterion, real, noise, logits=False,
+           augment=unchanged):
     """(1) Update D network: maximize log(D(x)) + log(1 - D(G(z)))."""
     ## Train with all-real batch
     netD.zero_grad(set_to_none=True)
     b_size = real.size(0)
     label = torch.full((b_size,), REAL_LABEL, dtype=torch.float, device=real.device)
     # Forward pass real batch through D
-    output = netD(real).view(-1)
+    output = netD(augment(real)).view(-1)
     # Calculate loss on all-real batch
     errD_real = criterion(output, label)
     # Calculate gradients for D in backward pass
@@ -396,7 +411,7 @@ def d_step(netG, netD, optimizerD, criterion, real, noise, logits=False):
     fake = netG(noise)
     label.fill_(FAKE_LABEL)
     # Classify all fake batch with D
-    output = netD(fake.detach()).view(-1)
+    output = netD(augment(fake.detach())).view(-1)
     # Calculate D's loss on the all-fake batch
     errD_fake = criterion(output, label)
     # Calculate the gradients for this batch, accumulated (summed) with previous gradients
@@ -409,7 +424,8 @@ def d_step(netG, netD, optimizerD, criterion, real, noise, logits=False):
     return fake, errD, D_x, D_G_z1
 
 
-def g_step(netG, netD, optimizerG, criterion, fake, logits=False):
+def g_step(netG, netD, optimizerG, criterion, fake, logits=False,
+           augment=unchanged):
     """(2) Update G network: maximize log(D(G(z)))."""
     netG.zero_grad(set_to_none=True)
     label = torch.full((fake.size(0),), REAL_LABEL, dtype=torch.float, device=fake.device)  # fake labels are real for generator cost
@@ -419,9 +435,10 @@ def g_step(netG, netD, optimizerG, criterion, fake, logits=False):
     frozen_D = netD.module if isinstance(netD, DistributedDataParallel) else netD
     frozen_D.requires_grad_(False)
     # Since we just updated D, perform another forward pass of all-fake batch through D
-    output = frozen_D(fake).view(-1)
-    # Calculate G's loss based on this output
-    errG = criterion(output, label)
+    output = frozen_D(augment(fake)).view(-1)
+    # Calculate G's loss based on this output (beyond: --loss hinge has a loss of its own for G)
+    errG = (criterion.generator_loss(output) if isinstance(criterion, HingeLoss)
+            else criterion(output, label))
     # Calculate gradients for G
     errG.backward()
     frozen_D.requires_grad_(True)
@@ -455,7 +472,7 @@ def training_loop(args, proc, state, dataloader, extras):
             iters = state.iteration
             # (1) Update D network, (2) Update G network
             stats = train_step(state.trainG, state.trainD, state.optimizerG, state.optimizerD,
-                               state.criterion, data, args.nz, state.logits)
+                               state.criterion, data, args.nz, state.logits, state.augment)
             state.iteration, state.batch_in_epoch = iters + 1, i + 1
             last = iters == extras.last_iteration
             extras.after_step()  # beyond: EMA, progress bar
@@ -590,7 +607,7 @@ def train(args, checkpoint=None):
         proc.log(netG)
         proc.log(netD)
         state = loss_and_optimizers(args, netG, netD, proc.device,
-                                    logits=args.amp and amp_supported(proc.device))
+                                    logits=d_returns_logits(args, proc.device))
 
         # Beyond: resume a checkpoint, the EMA generator, wrappers for speed and scale, extras
         prepare_training(state, args, proc, checkpoint, len(dataloader))
@@ -839,6 +856,8 @@ def prepare_training(state, args, proc, checkpoint, num_batches):
     broadcast(state.fixed_noise, proc)  # every rank draws the grids (SyncBatchNorm): same noise
     if args.ema is not None:
         state.ema = copy.deepcopy(state.netG).requires_grad_(False)
+    if args.diffaug:
+        state.augment = DiffAugment(args.diffaug)
     if checkpoint is not None:
         restore_training(state, checkpoint, args, proc, num_batches)
     state.metrics = Metrics(os.path.join(args.outdir, "metrics.csv"),
@@ -885,7 +904,8 @@ class Extras:
 
     def after_step(self):
         if self.state.ema is not None:
-            update_ema(self.state.ema, self.state.netG, self.args.ema)
+            decay = ema_decay(self.args.ema, self.args.ema_rampup, self.state.iteration - 1)
+            update_ema(self.state.ema, self.state.netG, decay)
         self.bar.update(1)
         self.epoch_steps += 1
 
@@ -1609,9 +1629,10 @@ def restore_training(state, checkpoint, args, proc, num_batches):
     state.netD.load_state_dict(checkpoint["netD"])
     state.optimizerG.load_state_dict(checkpoint["optimizerG"])
     state.optimizerD.load_state_dict(checkpoint["optimizerD"])
-    for optimizer in (state.optimizerG, state.optimizerD):  # --lr, --beta1 may change
+    lr_d, lr_g = learning_rates(args)  # --lr, --lr-d, --lr-g, --beta1 may change
+    for optimizer, lr in ((state.optimizerG, lr_g), (state.optimizerD, lr_d)):
         for group in optimizer.param_groups:
-            group["lr"], group["betas"] = args.lr, (args.beta1, 0.999)
+            group["lr"], group["betas"] = lr, (args.beta1, 0.999)
     if state.ema is not None:  # --ema may be turned on mid-run: it starts from G
         state.ema.load_state_dict(checkpoint["ema"] or checkpoint["netG"])
     state.fixed_noise.copy_(checkpoint["fixed_noise"])
@@ -1772,12 +1793,11 @@ def keep_freed_memory():
 
 
 class Autocast(nn.Module):
-    """Runs a network under bf16 autocast and returns float32. For D it returns logits:
-    its final Sigmoid moves into BCEWithLogitsLoss, the same function, computed stably."""
+    """Runs a network under bf16 autocast and returns float32."""
 
-    def __init__(self, model, device_type, logits=False):
+    def __init__(self, model, device_type):
         super().__init__()
-        self.net = model.main[:-1] if logits else model  # shares the model's parameters
+        self.net = model
         self.device_type = device_type
 
     def forward(self, input):
@@ -1799,7 +1819,11 @@ def prepare_for_training(model, args, proc, logits=False):
         model.to(memory_format=torch.channels_last)
     if args.sync_bn and proc.world_size > 1 and device.type == "cuda":
         nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces layers in place
-    net = Autocast(model, device.type, logits) if args.amp and amp_supported(device) else model
+    # logits: D without its final Sigmoid (sharing its parameters); the criterion takes
+    # the Sigmoid in (BCEWithLogitsLoss: the same function, computed stably) or needs none
+    net = model.main[:-1] if logits else model
+    if args.amp and amp_supported(device):
+        net = Autocast(net, device.type)
     if args.compile:
         net = torch.compile(net)
     if proc.world_size > 1:
@@ -1823,6 +1847,115 @@ def announce_fallbacks(args, proc):
     elif args.sync_bn and proc.device.type != "cuda":
         proc.log(f"note: --sync-bn needs CUDA (SyncBatchNorm); BatchNorm statistics stay per "
                  f"process on {proc.device.type}")
+
+
+# ----------------------------------------------------------------------------------------
+# Better faces from the same compute: opt-in changes to the training (each off by default)
+# ----------------------------------------------------------------------------------------
+
+DIFFAUG_POLICIES = ("color", "translation", "cutout")
+
+
+class DiffAugment:
+    """--diffaug (Zhao et al., 2020, "Differentiable Augmentation for Data-Efficient GAN
+    Training"): random colour, translation and cutout, drawn afresh for every image that D
+    sees, real and fake, in D's step and in G's. Every operation is differentiable, so G
+    learns through it; D never sees an unaugmented image, so it cannot learn the
+    augmentations as a mark of fakes. Draws from the device's global random stream (a
+    checkpoint saves it), and draws nothing when the policy is empty."""
+
+    def __init__(self, policy):
+        self.policy = [name for name in policy.split(",") if name and name != "none"]
+
+    def __call__(self, x):
+        for name in self.policy:
+            x = getattr(self, name)(x)
+        return x
+
+    @staticmethod
+    def color(x):
+        """Brightness +-0.5, saturation x0..2, contrast x0.5..1.5 (images in [-1, 1])."""
+        n = x.size(0)
+        x = x + (torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype) - 0.5)
+        mean = x.mean(dim=1, keepdim=True)
+        x = (x - mean) * (torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype) * 2) + mean
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        return (x - mean) * (torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype) + 0.5) + mean
+
+    @staticmethod
+    def translation(x, ratio=0.125):
+        """Shifts each image by up to 1/8 of its side in each direction; zeros come in."""
+        n, _, h, w = x.shape
+        dy, dx = (torch.randint(-round(side * ratio), round(side * ratio) + 1, (n, 1, 1),
+                                device=x.device) for side in (h, w))
+        # index into the image padded with one row and column of zeros on each side: a
+        # source outside the image lands on the padding
+        rows = (torch.arange(h, device=x.device).view(1, h, 1) + dy + 1).clamp_(0, h + 1)
+        cols = (torch.arange(w, device=x.device).view(1, 1, w) + dx + 1).clamp_(0, w + 1)
+        padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)  # N, H+2, W+2, C
+        batch = torch.arange(n, device=x.device).view(n, 1, 1)
+        return padded[batch, rows, cols].permute(0, 3, 1, 2)
+
+    @staticmethod
+    def cutout(x, ratio=0.5):
+        """Zeroes one square of half the side at a random place in each image."""
+        n, _, h, w = x.shape
+        size_h, size_w = round(h * ratio), round(w * ratio)
+        top = torch.randint(0, h + 1 - size_h % 2, (n, 1, 1), device=x.device) - size_h // 2
+        left = torch.randint(0, w + 1 - size_w % 2, (n, 1, 1), device=x.device) - size_w // 2
+        rows = torch.arange(h, device=x.device).view(1, h, 1)
+        cols = torch.arange(w, device=x.device).view(1, 1, w)
+        inside = ((rows >= top) & (rows < top + size_h)) & ((cols >= left) & (cols < left + size_w))
+        return x * (~inside).unsqueeze(1).to(x.dtype)
+
+
+class HingeLoss(nn.Module):
+    """--loss hinge (Lim and Ye, 2017; SNGAN, BigGAN) on D's logits. D's criterion is
+    called as the tutorial calls BCELoss, with the batch's label: mean relu(1 - D(x)) for
+    real (label 1), mean relu(1 + D(G(z))) for fake (label 0). G's loss is -mean D(G(z))."""
+
+    def forward(self, output, label):
+        return F.relu(1 - (2 * label - 1) * output).mean()
+
+    @staticmethod
+    def generator_loss(output):
+        return -output.mean()
+
+
+def d_returns_logits(args, device):
+    """D drops its Sigmoid for the hinge loss, and for --amp (BCEWithLogitsLoss)."""
+    return args.loss == "hinge" or (args.amp and amp_supported(device))
+
+
+def apply_spectral_norm(netD):
+    """--spectral-norm (Miyato et al., 2018): each of D's convolutions divided by its
+    largest singular value, estimated by one power iteration a step. D's BatchNorm layers
+    become identities, as in SNGAN's D: they rescale each feature by the batch's spread,
+    which would undo the bound. Shapes change, so a run cannot switch it on resume."""
+    for index, layer in enumerate(netD.main):
+        if isinstance(layer, nn.Conv2d):
+            nn.utils.parametrizations.spectral_norm(layer)
+        elif isinstance(layer, nn.BatchNorm2d):
+            netD.main[index] = nn.Identity()
+
+
+def learning_rates(args):
+    """(D's, G's) Adam learning rate: --lr-d and --lr-g (TTUR, Heusel et al., 2017), each
+    --lr when not given."""
+    return (args.lr if args.lr_d is None else args.lr_d,
+            args.lr if args.lr_g is None else args.lr_g)
+
+
+def ema_decay(decay, rampup, iteration):
+    """StyleGAN2's EMA warm-up (ema_rampup): the average spans at most `rampup` times the
+    training seen so far (a half-life of rampup x iterations), so that a short run's EMA
+    does not drag the random initial weights along; `decay` once the run is long enough.
+    It is 0 (the EMA is G) at iteration 0. rampup 0: `decay` throughout."""
+    if not rampup:
+        return decay
+    if iteration == 0:
+        return 0.0
+    return min(decay, 0.5 ** (1 / (rampup * iteration)))
 
 
 # ----------------------------------------------------------------------------------------
@@ -2122,7 +2255,7 @@ def evaluate(args):
 
 # Settings that define the models' shapes or the meaning of an iteration: a resumed run
 # cannot change them.
-FIXED_ON_RESUME = ("nz", "ngf", "ndf", "nc", "image_size", "batch_size")
+FIXED_ON_RESUME = ("nz", "ngf", "ndf", "nc", "image_size", "batch_size", "spectral_norm")
 # Flags that steer one invocation only; a resumed run does not inherit them.
 PER_INVOCATION = ("resume", "max_iters", "download", "allow_changed_data")
 
@@ -2162,6 +2295,17 @@ at_least_two = number("at_least_two", int, lambda v: v >= 2, "at least 2")
 positive_float = number("positive_float", float, lambda v: v > 0 and not math.isinf(v), "a positive number")
 unit_interval = number("unit_interval", float, lambda v: 0 <= v < 1, "at least 0 and below 1")
 # torch seeds are 64-bit; each rank, and a reseeded resume, adds a little to it
+def diffaug_policy(text):
+    """--diffaug's value: a comma-separated subset of DIFFAUG_POLICIES, or 'none'."""
+    names = [name.strip() for name in text.split(",")]
+    unknown = [name for name in names if name not in DIFFAUG_POLICIES + ("none",)]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a DiffAugment policy: give a comma-separated subset of "
+            f"{','.join(DIFFAUG_POLICIES)}, or none")
+    return ",".join(names)
+
+
 seed = number("seed", int, lambda v: 0 <= v < 2 ** 63, f"a whole number from 0 to {2 ** 63 - 1}")
 
 
@@ -2260,6 +2404,24 @@ def get_args_parser():
     scale.add_argument("--sync-bn", action="store_true",
                        help="BatchNorm statistics over the global batch (SyncBatchNorm)")
 
+    better = parser.add_argument_group(
+        "better faces (each changes the numbers; see the README's ablation)")
+    better.add_argument("--diffaug", nargs="?", const="color,translation,cutout", default=None,
+                        type=diffaug_policy, metavar="POLICY",
+                        help="DiffAugment every image D sees: a comma-separated subset of "
+                             "color,translation,cutout (all three if none is given; 'none' "
+                             "switches every one off)")
+    better.add_argument("--spectral-norm", action="store_true",
+                        help="spectral normalisation of D's convolutions; D loses its "
+                             "BatchNorm layers (cannot change on resume)")
+    better.add_argument("--loss", choices=("bce", "hinge"), default="bce",
+                        help="bce: the tutorial's BCELoss; hinge: the hinge loss of "
+                             "SNGAN and BigGAN (D returns logits)")
+    better.add_argument("--lr-d", type=positive_float, default=None,
+                        help="D's Adam learning rate (default: --lr)")
+    better.add_argument("--lr-g", type=positive_float, default=None,
+                        help="G's Adam learning rate (default: --lr)")
+
     measure = parser.add_argument_group("measurement")
     measure.add_argument("--eval-every", type=positive_int, default=None,
                          help="every this many iterations and at the end, the sliced "
@@ -2271,6 +2433,10 @@ def get_args_parser():
     measure.add_argument("--ema", type=unit_interval, default=None, metavar="DECAY",
                          help="keep an exponential moving average of G's weights with "
                               "this decay (0.999 is usual); figures, samples and SWD use it")
+    measure.add_argument("--ema-rampup", type=unit_interval, default=0.05, metavar="RATIO",
+                         help="EMA warm-up (StyleGAN2's): average over at most this "
+                              "fraction of the iterations so far, so that short runs "
+                              "gain too; 0 uses DECAY from the start")
     measure.add_argument("--tensorboard", action="store_true",
                          help="also log to OUTDIR/tensorboard (needs the tensorboard package)")
     return parser

@@ -206,7 +206,7 @@ def test_channels_last_and_logits_paths_train(tiny, tmp_path):
     # BCEWithLogitsLoss, the same function as Sigmoid + BCELoss up to rounding
     netG, netD, optG, optD = tiny_gan()
     real = torch.randn(8, 3, 32, 32)
-    wrapped = dcgan.Autocast(netD, "cpu", logits=True)
+    wrapped = dcgan.Autocast(netD.main[:-1], "cpu")  # prepare_for_training's logits path
     assert {id(p) for p in wrapped.parameters()} == {id(p) for p in netD.parameters()}
     with torch.no_grad():
         probs = netD(real).view(-1)
