@@ -2294,18 +2294,20 @@ non_negative_int = number("non_negative_int", int, lambda v: v >= 0, "a whole nu
 at_least_two = number("at_least_two", int, lambda v: v >= 2, "at least 2")
 positive_float = number("positive_float", float, lambda v: v > 0 and not math.isinf(v), "a positive number")
 unit_interval = number("unit_interval", float, lambda v: 0 <= v < 1, "at least 0 and below 1")
-# torch seeds are 64-bit; each rank, and a reseeded resume, adds a little to it
+
+
 def diffaug_policy(text):
     """--diffaug's value: a comma-separated subset of DIFFAUG_POLICIES, or 'none'."""
     names = [name.strip() for name in text.split(",")]
     unknown = [name for name in names if name not in DIFFAUG_POLICIES + ("none",)]
-    if unknown or not names:
+    if unknown:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a DiffAugment policy: give a comma-separated subset of "
             f"{','.join(DIFFAUG_POLICIES)}, or none")
     return ",".join(names)
 
 
+# torch seeds are 64-bit; each rank, and a reseeded resume, adds a little to it
 seed = number("seed", int, lambda v: 0 <= v < 2 ** 63, f"a whole number from 0 to {2 ** 63 - 1}")
 
 
