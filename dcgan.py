@@ -32,12 +32,14 @@ Where this file names a thing of the tutorial differently:
 import argparse
 import contextlib
 import copy
+import csv
 import ctypes
 import dataclasses
 import datetime
 import functools
 import glob
 import hashlib
+import io
 import json
 import math
 import os
@@ -46,7 +48,6 @@ import random
 import shutil
 import signal
 import socket
-import struct
 import sys
 import tempfile
 import time
@@ -460,7 +461,9 @@ def training_loop(args, proc, state, dataloader, extras):
     iterations save G's output on the fixed noise. Each extra is one call to `extras`.
     Returns after the last iteration, or early when a signal asked to stop."""
     num_batches = len(dataloader)
-    if state.iteration > extras.last_iteration:
+    total = args.num_epochs * num_batches
+    last_iteration = min(total, args.max_iters or total) - 1  # beyond: --max-iters
+    if state.iteration > last_iteration:
         return proc.log(f"Nothing to train: the run already has {state.iteration} "
                         "iterations; raise --num-epochs or --max-iters to train longer")
     proc.log("Starting Training Loop...")
@@ -474,7 +477,7 @@ def training_loop(args, proc, state, dataloader, extras):
             stats = train_step(state.trainG, state.trainD, state.optimizerG, state.optimizerD,
                                state.criterion, data, args.nz, state.logits, state.augment)
             state.iteration, state.batch_in_epoch = iters + 1, i + 1
-            last = iters == extras.last_iteration
+            last = iters == last_iteration
             extras.after_step()  # beyond: EMA, progress bar
 
             # Save Losses for plotting later (on the device until the next stats line)
@@ -492,9 +495,14 @@ def training_loop(args, proc, state, dataloader, extras):
                 state.img_iterations.append(iters)
                 extras.after_grid()  # beyond: progress/*.png, TensorBoard
 
-            extras.evaluate(iters, last)  # beyond: SWD every --eval-every
-            if extras.checkpoint(iters, last) or last:  # beyond: checkpoint, stop on a signal
+            extras.measure(iters, last)  # beyond: SWD every --eval-every
+            stopping = extras.stop.requested()  # beyond: Ctrl-C, SIGTERM (on any rank)
+            extras.save_checkpoint(iters, due=last or stopping)  # beyond: checkpoint.pt
+            if stopping or last:
                 return
+        # The epoch is over: the next batch is the first of the next epoch, a new shuffle
+        state.epoch, state.batch_in_epoch = epoch + 1, 0
+        state.random.end_epoch()
         extras.end_epoch(epoch)  # beyond: a summary line in logs, checkpoint
 
 
@@ -587,8 +595,9 @@ def train(args, checkpoint=None):
     """The tutorial's program from its seed to its figures. Returns the exit status: 0,
     or 128 + the signal's number when a signal stopped it after a checkpoint."""
     proc = setup_distributed(args)  # beyond: rank, device; torchrun's process group
+    args = resolve_settings(args, proc)  # beyond: what this machine can give, said once
     # Create the dataset (beyond: every input is checked before anything is written)
-    images = open_inputs(args, proc, checkpoint)
+    images, held_out = open_inputs(args, proc, checkpoint)
     with start_run(args, proc, checkpoint) as outputs:  # beyond: hold the outdir, config.json
         # Set random seed for reproducibility (one stream per rank: their noise must differ)
         proc.log("Random Seed: ", args.seed)
@@ -607,11 +616,11 @@ def train(args, checkpoint=None):
         proc.log(netG)
         proc.log(netD)
         state = loss_and_optimizers(args, netG, netD, proc.device,
-                                    logits=d_returns_logits(args, proc.device))
+                                    logits=d_returns_logits(args))
 
         # Beyond: resume a checkpoint, the EMA generator, wrappers for speed and scale, extras
         prepare_training(state, args, proc, checkpoint, len(dataloader))
-        extras = Extras(args, proc, state, images, pixels, outputs, len(dataloader))
+        extras = Extras(args, proc, state, images, pixels, held_out, outputs, len(dataloader))
         # Training Loop
         try:
             with extras:
@@ -630,51 +639,69 @@ def train(args, checkpoint=None):
 # ========================================================================================
 # Part II: beyond the tutorial
 # ========================================================================================
-
-CHECKPOINT_FORMAT = "dcgan.py checkpoint"
-CHECKPOINT_VERSION = 1
-CHECKPOINT_FIELDS = ("config", "netG", "netD", "optimizerG", "optimizerD", "ema", "epoch",
-                     "batch_in_epoch", "iteration", "batches_per_epoch", "world_size", "rng",
-                     "epoch_rng", "fixed_noise", "metrics", "grids", "grid_iterations",
-                     "evals", "elapsed")
-CACHE_VERSION = 1
-# Ctrl-C, kill, a closed terminal, SLURM's warning before its time limit (--signal): each
-# writes a checkpoint and ends the run (the last two do not exist on Windows).
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1")
-                     if hasattr(signal, name))
-CELEBA_HELP = ("get CelebA's img_align_celeba.zip from the official site "
-               "(mmlab.ie.cuhk.edu.hk/projects/CelebA.html) or the Kaggle mirror "
-               "(kaggle.com/datasets/jessicali9530/celeba-dataset), or try --download; "
-               "see data/README.md")
+#
+# One concern a section, in order of use: each section uses only those before it (and part
+# I's models and figures), from files, devices, stopping and data up to the command line;
+# main(), the entry point, comes last.
 
 
 # ----------------------------------------------------------------------------------------
-# Every input checked before anything is written
+# Files: atomic writes, locks, CSV
 # ----------------------------------------------------------------------------------------
 
-def open_inputs(args, proc, checkpoint):
-    """Checks every input before anything is written: downloads CelebA when asked, opens
-    the dataset (and the held-out one), compares it with a resumed run's, and sizes the
-    networks against the device's memory. Returns the dataset."""
-    if args.download and proc.writes:
-        download_celeba(args.dataroot)
-    barrier(proc)
-    images = make_dataset(args.dataroot, args.image_size, args.nc)
-    if args.eval_every:
-        held_out = args.eval_dataroot and make_dataset(args.eval_dataroot, args.image_size,
-                                                       args.nc, "--eval-dataroot")
-        check_eval_sizes(images, held_out)
-    if checkpoint is not None:
-        check_same_data(checkpoint, images, args, proc)
-    check_network_memory(args, proc)
-    if args.tensorboard:
-        summary_writer()
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if args.workers > usable:
-        proc.log(f"note: --workers {args.workers} is more than the {usable} CPU cores here can "
-                 f"use; decoding with {usable}")
-        args.workers = usable
-    return images
+def reason(error):
+    """The reason an OSError gives, or its text when it gives none."""
+    return getattr(error, "strerror", None) or str(error) or type(error).__name__
+
+
+def atomic_write(path, write):
+    """Writes a file through a temporary file, flush, fsync and rename, so that a crash at
+    any moment leaves either the old file or the new one, never half of one."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; outputs are ordinary files
+    try:
+        with os.fdopen(fd, "wb") as f:
+            try:
+                write(f)
+            except RuntimeError:  # torch.save's failed writes hide their reason: ask the disk
+                f.seek(0, os.SEEK_END)
+                f.write(b"\0")
+                f.flush()  # raises the OSError (disk full, file too large) if writes fail
+                raise  # else it was no write that failed
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def take_lock(path, wait=True):
+    """The file at path, open and exclusively locked until closed (or the process ends,
+    however it ends); with wait=False, None at once if another process holds it. Without
+    fcntl (Windows) the file holds no lock."""
+    f = open(path, "a+")
+    if fcntl is not None:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            f.close()
+            return None
+    return f
+
+
+def csv_text(rows):
+    """Rows as CSV lines; numbers as Python writes them, so that they read back exactly."""
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(rows)
+    return text.getvalue()
+
+
+def size_text(size):
+    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
 
 
 def writable_folder(flag, folder):
@@ -688,40 +715,181 @@ def writable_folder(flag, folder):
                         "choose a writable folder") from None
 
 
-def summary_writer():
-    """TensorBoard's SummaryWriter class, or one line that says how to get it."""
+# ----------------------------------------------------------------------------------------
+# Devices and torchrun
+# ----------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Process:
+    """This process's place in the job: its rank among world_size processes, its device,
+    and whether it writes (rank 0 alone prints, plots and writes files)."""
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def writes(self):
+        return self.rank == 0
+
+    def log(self, *values):
+        """print() for rank 0, that keeps a progress bar below the lines."""
+        if self.writes:
+            tqdm.write(" ".join(str(v) for v in values))
+
+
+def setup_distributed(args):
+    """Joins the torchrun job if there is one, and tunes this process for its device
+    (--deterministic's kernels; glibc's memory on the CPU); returns this Process.
+
+    NCCL on CUDA, Gloo elsewhere. The timeout makes a rank that died or hangs end the
+    whole job with an error instead of a silent wait; torchrun stops the other ranks.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        proc = Process(device=pick_device(args.device, args.ngpu))
+    else:
+        rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+        if args.ngpu > 1:
+            raise UserError("--ngpu > 1 (nn.DataParallel) cannot run under torchrun, which "
+                            "already gives each GPU its own process; drop --ngpu")
+        if args.batch_size % world_size:
+            raise UserError(f"--batch-size {args.batch_size} cannot be split evenly over "
+                            f"{world_size} processes; use a multiple of {world_size}")
+        device = pick_device(args.device, args.ngpu, local_rank)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(minutes=30))
+        proc = Process(rank, world_size, device)
+    if proc.device.type == "cpu" and not keep_freed_memory():
+        proc.log("note: the C library is not glibc: freed memory goes back to the system "
+                 "every iteration, which slows CPU training")
+    configure_determinism(args.deterministic, proc.device)
+    return proc
+
+
+def finish_distributed(proc):
+    if proc.world_size > 1:
+        dist.destroy_process_group()
+
+
+def barrier(proc):
+    if proc.world_size > 1:
+        dist.barrier()
+
+
+def broadcast(tensor, proc):
+    """Rank 0's tensor on every rank."""
+    if proc.world_size > 1:
+        dist.broadcast(tensor, 0)
+
+
+def gather(obj, proc):
+    """The list of every rank's obj (under torchrun), or [obj]."""
+    if proc.world_size == 1:
+        return [obj]
+    objects = [None] * proc.world_size
+    dist.all_gather_object(objects, obj)
+    return objects
+
+
+def pick_device(requested, ngpu=1, local_rank=None):
+    """The tutorial's rule, extended: this machine's accelerator (CUDA, MPS, ...) if it has
+    one and ngpu > 0, else the CPU. `requested` overrides unless it is 'auto'. A CUDA
+    device comes back with its index (cuda -> cuda:0; under torchrun, the local rank's)."""
+    accelerator = torch.accelerator.current_accelerator(check_available=True)
+    if requested == "auto":
+        device = accelerator if ngpu > 0 and accelerator is not None else torch.device("cpu")
+    else:
+        try:
+            device = torch.device(requested)
+        except RuntimeError:
+            raise UserError(f"--device {requested}: not a device name; use auto, cpu, cuda, "
+                            "cuda:N or mps") from None
+        if device.type != "cpu" and (accelerator is None or device.type != accelerator.type
+                                     or (device.index or 0) >= torch.accelerator.device_count()):
+            raise UserError(f"--device {requested}: this machine has no such device "
+                            f"(torch {torch.__version__}); use --device auto or cpu")
+    if device.type == "cuda" and local_rank is not None:
+        device = torch.device("cuda", local_rank)
+    return concrete_device(device)
+
+
+def concrete_device(device):
+    """The device with its index: cuda -> cuda:N (the current CUDA device), so that two
+    names of one device compare equal."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
+    return device
+
+
+def configure_determinism(deterministic, device):
+    """--deterministic: kernels that give the same bits on every run, at some cost in
+    speed. Without it, cuDNN times several convolution algorithms and keeps the fastest,
+    and some of its kernels add in an order that changes from run to run: fast, but CUDA
+    runs are not repeatable. The CPU's kernels are repeatable either way."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
+        # cuBLAS needs a fixed workspace for repeatable sums; set before its first use.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def keep_freed_memory():
+    """glibc hands every large freed block (each activation, each iteration) back to the
+    kernel, and the next iteration page-faults it in again: a fifth of a CPU training step
+    here. Raising its mmap and trim thresholds keeps that memory in the process. Changes
+    no number. Returns False where the C library is not glibc (nothing done)."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise UserError("--tensorboard needs the tensorboard package: pip install "
-                        "tensorboard (or drop --tensorboard)") from None
-    return SummaryWriter
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError, TypeError):
+        return False
+    mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: serve blocks up to 1 GiB from the heap
+    mallopt(-1, 2 ** 31 - 1)  # M_TRIM_THRESHOLD (a C int): keep up to 2 GiB of free heap
+    return True
 
 
-def check_eval_sizes(images, held_out):
-    """SWD compares G's images with a set of real ones, beside a floor of real against
-    real: without held-out images, two disjoint sets of training images."""
-    if not held_out and len(images) < 2:
-        raise UserError(f"--eval-every: SWD needs at least 2 training images (a set to "
-                        f"compare with and a set for the floor), and {images.root} has "
-                        f"{len(images)}; add images, or give --eval-dataroot")
+def amp_supported(device):
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
-def check_same_data(checkpoint, images, args, proc):
-    """A resumed run repeats the uninterrupted one only on the same images: refuses
-    changed ones unless --allow-changed-data (checkpoints before this check pass)."""
-    saved = checkpoint.get("data")
-    if saved is None or saved["digest"] == file_digest(images):
-        return
-    what = (f"{saved['images']} images then, {len(images)} now" if saved["images"] != len(images)
-            else f"as many images, {len(images)}, but a name, a size or a modification time differs")
-    if not args.allow_changed_data:
-        raise UserError(f"--resume {args.resume}: the images in --dataroot {args.dataroot} "
-                        f"changed since the checkpoint ({what}), so the run would not continue "
-                        "as it would have; restore them, or give --allow-changed-data to go on "
-                        "with these")
-    proc.log(f"note: the images changed since the checkpoint ({what}); continuing on them, "
-             "as --allow-changed-data asks: the run is no longer the uninterrupted one")
+class Autocast(nn.Module):
+    """Runs a network under bf16 autocast and returns float32."""
+
+    def __init__(self, model, device_type):
+        super().__init__()
+        self.net = model
+        self.device_type = device_type
+
+    def forward(self, input):
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            return self.net(input).float()
+
+
+def prepare_for_training(model, args, proc, logits=False):
+    """Wraps a network for speed and scale, each wrapper only when the resolved settings ask:
+    channels-last, SyncBatchNorm, bf16 autocast, torch.compile, then nn.DataParallel (--ngpu,
+    the tutorial's) or DistributedDataParallel (torchrun). The unwrapped model keeps the
+    parameters, the state dict and the tutorial's layout."""
+    device = proc.device
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if args.sync_bn:
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces layers in place
+    # logits: D without its final Sigmoid (sharing its parameters); the criterion takes
+    # the Sigmoid in (BCEWithLogitsLoss: the same function, computed stably) or needs none
+    net = model.main[:-1] if logits else model
+    if args.amp:
+        net = Autocast(net, device.type)
+    if args.compile:
+        net = torch.compile(net)
+    if proc.world_size > 1:
+        net = DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
+    elif device.type == "cuda" and args.ngpu > 1:
+        net = nn.DataParallel(net, list(range(args.ngpu)))
+    return net
 
 
 def check_network_memory(args, proc):
@@ -766,222 +934,20 @@ def step_memory(args, batch):
 
 
 # ----------------------------------------------------------------------------------------
-# Around the training loop: each extra as one call
+# Stopping: signals and divergence
 # ----------------------------------------------------------------------------------------
 
-def start_run(args, proc, checkpoint):
-    """Once every input is checked: settles the derived settings, takes the outdir for
-    this run, writes config.json and prints the configuration. Returns the run's Outputs,
-    to hold (with) for the whole run."""
-    args.checkpoint_every = args.checkpoint_every or args.sample_every
-    args.cache_dir = args.cache_dir or default_cache_dir()
-    if proc.device.type == "cpu" and not keep_freed_memory():
-        proc.log("note: the C library is not glibc: freed memory goes back to the system "
-                 "every iteration, which slows CPU training")
-    configure_determinism(args.deterministic, proc.device)
-    announce_fallbacks(args, proc)
-    outputs = Outputs(args.outdir)
-    if proc.writes:
-        with contextlib.ExitStack() as undo:  # on an error here, the outdir is let go
-            undo.callback(outputs.close)
-            writable_folder("--outdir", args.outdir)
-            os.makedirs(outputs.path("progress"), exist_ok=True)
-            if not outputs.lock(proc):
-                proc.log("note: no file locks here (fcntl); nothing stops a second run from "
-                         "writing into the same --outdir")
-            existing = outputs.path("checkpoint.pt")
-            if checkpoint is None and os.path.exists(existing):
-                raise UserError(f"--outdir {args.outdir}: holds the checkpoint of an earlier "
-                                "run; continue it with --resume, or start afresh in another "
-                                f"--outdir (or after deleting {existing})")
-            if args.tensorboard:
-                outputs.tensorboard = summary_writer()(outputs.path("tensorboard"))
-            proc.log("Configuration:")
-            for key, value in vars(args).items():
-                proc.log(f"  {key}: {value}")
-            proc.log(f"  (device: {proc.device}, processes: {proc.world_size}, torch {torch.__version__})")
-            atomic_write(outputs.path("config.json"),
-                         lambda f: f.write(json.dumps(vars(args), indent=2).encode()))
-            undo.pop_all()
-    return outputs
-
-
-class Outputs:
-    """The run's hold on --outdir: an exclusive lock on OUTDIR/run.lock for the whole run,
-    so that a second run there stops at once (the operating system lets go of the lock
-    when the process ends, however it ends), and the TensorBoard writer."""
-
-    def __init__(self, outdir):
-        self.outdir, self.lock_file, self.tensorboard = outdir, None, None
-
-    def path(self, *names):
-        return os.path.join(self.outdir, *names)
-
-    def lock(self, proc):
-        """Takes the lock, or says in one line which run holds it. False without fcntl."""
-        if fcntl is None:
-            return False
-        self.lock_file = open(self.path("run.lock"), "a+")
-        try:
-            fcntl.flock(self.lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.lock_file.seek(0)
-            holder = self.lock_file.read().strip() or "another process"
-            raise UserError(f"--outdir {self.outdir}: another run is writing there ({holder}); "
-                            "wait for it to end or stop it, or choose another --outdir") from None
-        self.lock_file.truncate(0)
-        self.lock_file.write(f"PID {os.getpid()} on {socket.gethostname()}, since "
-                             f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        self.lock_file.flush()
-        return True
-
-    def close(self):
-        if self.tensorboard:
-            self.tensorboard.close()
-            self.tensorboard = None
-        if self.lock_file:
-            self.lock_file.close()  # lets go of the lock
-            self.lock_file = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def prepare_training(state, args, proc, checkpoint, num_batches):
-    """Set-up before the loop: the EMA generator, the checkpoint's state, the metrics
-    file, and the networks as the step runs them (channels-last, autocast, compile, DDP)."""
-    broadcast(state.fixed_noise, proc)  # every rank draws the grids (SyncBatchNorm): same noise
-    if args.ema is not None:
-        state.ema = copy.deepcopy(state.netG).requires_grad_(False)
-    if args.diffaug:
-        state.augment = DiffAugment(args.diffaug)
-    if checkpoint is not None:
-        restore_training(state, checkpoint, args, proc, num_batches)
-    state.metrics = Metrics(os.path.join(args.outdir, "metrics.csv"),
-                            checkpoint["metrics"] if checkpoint else [], write=proc.writes)
-    state.trainG = prepare_for_training(state.netG, args, proc)
-    state.trainD = prepare_for_training(state.netD, args, proc, logits=state.logits)
-
-
-class Extras:
-    """What this program adds around the tutorial's loop, each as one call from it: the
-    EMA generator, the progress bar, TensorBoard, the grids on disk, SWD, checkpoints and
-    stopping on a signal. A context manager: it holds the signal handlers and the bar."""
-
-    def __init__(self, args, proc, state, images, pixels, outputs, num_batches):
-        self.args, self.proc, self.state = args, proc, state
-        self.tensorboard, self.out = outputs.tensorboard, outputs.path
-        self.num_batches = num_batches
-        # what the checkpoint records of the data, so that a resume can tell a change
-        self.data = {"images": len(images), "digest": file_digest(images)}
-        total = args.num_epochs * num_batches
-        self.last_iteration = min(total, args.max_iters or total) - 1
-        self.evaluator = (SWDEvaluator(images, pixels, args, proc.device, proc.log)
-                          if args.eval_every and proc.writes else None)
-        if proc.writes:
-            write_eval_csv(self.out("eval.csv"), state.evals)
-        self.bar = tqdm(total=total, initial=state.iteration, unit="img",
-                        unit_scale=args.batch_size, dynamic_ncols=True,
-                        disable=None if proc.writes else True)
-        self.stop = StopRequest(proc)
-        self.epoch_steps, self.epoch_clock = 0, time.time()
-        self.logged_rows = len(state.metrics.rows)
-
-    def __enter__(self):
-        self.stop.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.__exit__(*exc)
-        if self.epoch_steps and exc[0] is None:
-            self._epoch_summary(self.state.epoch)
-        self.bar.close()
-        if self.tensorboard:
-            self.after_stats()
-
-    def after_step(self):
-        if self.state.ema is not None:
-            decay = ema_decay(self.args.ema, self.args.ema_rampup, self.state.iteration - 1)
-            update_ema(self.state.ema, self.state.netG, decay)
-        self.bar.update(1)
-        self.epoch_steps += 1
-
-    def after_stats(self):
-        """Sends TensorBoard the rows that reached the host since the last call (a
-        checkpoint brings rows to the host too)."""
-        if self.tensorboard:
-            log_scalars(self.tensorboard, self.state.metrics.rows[self.logged_rows:])
-            self.logged_rows = len(self.state.metrics.rows)
-
-    def after_grid(self):
-        iteration, grid = self.state.img_iterations[-1], self.state.img_list[-1]
-        if self.proc.writes:
-            save_grid(grid, self.out("progress", f"iter_{iteration:07d}.png"))
-        if self.tensorboard:
-            self.tensorboard.add_image("fixed_noise", grid, iteration)
-
-    def evaluate(self, iters, last):
-        if self.evaluator and (iters % self.args.eval_every == 0 or last):
-            self.state.evals.append(self.evaluator.evaluate(self.state.sampleG, iters))
-            write_eval_csv(self.out("eval.csv"), self.state.evals)
-            if self.tensorboard:
-                self.tensorboard.add_scalar("swd_avg", self.state.evals[-1]["swd_avg"], iters)
-
-    def checkpoint(self, iters, last):
-        """Writes checkpoint.pt when due or when stopping; True when a signal asks to stop."""
-        self.stop.agree()
-        if last or self.stop.stopping or iters % self.args.checkpoint_every == 0:
-            self.save()
-        return self.stop.stopping
-
-    def end_epoch(self, epoch):
-        self._epoch_summary(epoch)
-        self.state.epoch, self.state.batch_in_epoch = epoch + 1, 0
-        self.state.random.end_epoch()
-        self.save()
-
-    def save(self):
-        with self.stop.deferred():  # a second signal now waits for the file to be whole
-            save_checkpoint(self.out("checkpoint.pt"), self.args, self.state, self.proc,
-                            self.num_batches, self.data)
-
-    def _epoch_summary(self, epoch):
-        """Without a progress bar (not a terminal), one line per epoch on stderr."""
-        if self.proc.writes and self.bar.disable:
-            took = time.time() - self.epoch_clock
-            print(f"epoch {epoch}/{self.args.num_epochs}: {self.epoch_steps} iterations in "
-                  f"{took:.0f} s, {self.epoch_steps * self.args.batch_size / max(took, 1e-9):.1f} "
-                  "images/s", file=sys.stderr)
-        self.epoch_steps, self.epoch_clock = 0, time.time()
-
-    def stopped(self):
-        """After a signal: says how to resume; returns the exit status 128 + signal."""
-        path = self.out("checkpoint.pt")
-        self.proc.log(f"Stopped by {signal.Signals(self.stop.signum).name} after iteration "
-                      f"{self.state.iteration}; checkpoint written to {path}. Resume with: "
-                      f"python dcgan.py --resume {path}")
-        finish_distributed(self.proc)
-        return 128 + self.stop.signum
-
-    def diverged(self, error):
-        iteration = self.state.iteration if error.iteration is None else error.iteration
-        path = self.out("checkpoint.pt")
-        advice = (f"the last good checkpoint, {path}, is intact; resume from it with a lower "
-                  "--lr" if os.path.exists(path) else "no checkpoint was written before it; "
-                  "start again with a lower --lr")
-        return UserError(f"training diverged at iteration {iteration}: a loss or D output "
-                         f"became NaN or infinite; {advice}")
+# Ctrl-C, kill, a closed terminal, SLURM's warning before its time limit (--signal): each
+# writes a checkpoint and ends the run (the last two do not exist on Windows).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1")
+                     if hasattr(signal, name))
 
 
 class StopRequest:
-    """Turns the stop signals (Ctrl-C, SIGTERM, SIGHUP, SIGUSR1) into a flag that the loop
-    checks after each iteration, so that the run writes a checkpoint and says how to
-    resume. Under torchrun the ranks vote every iteration without waiting: each vote is
-    summed over the ranks while the next iteration runs (on Gloo, on the CPU), so every
-    rank stops after the same iteration, at most one after the signal."""
+    """Turns the stop signals into a flag that the loop checks after each iteration, so that
+    the run writes a checkpoint and says how to resume. Under torchrun the ranks vote every
+    iteration without waiting: each vote is summed (on Gloo, on the CPU) while the next
+    iteration runs, so every rank stops after the same iteration, one after the signal."""
 
     def __init__(self, proc):
         self.proc, self.signum, self.stopping, self.saving = proc, None, False, False
@@ -989,11 +955,12 @@ class StopRequest:
         if proc.world_size > 1:  # a CPU group even beside NCCL: a vote never syncs the GPU
             self.group = dist.new_group(backend="gloo") if proc.device.type == "cuda" else None
 
-    def agree(self):
-        """Sets `stopping` when this process (or, under torchrun, any rank) got a signal."""
+    def requested(self):
+        """True (and `stopping` set) once this process, or under torchrun any rank, got a
+        stop signal."""
         if self.proc.world_size == 1:
             self.stopping = self.signum is not None
-            return
+            return self.stopping
         if self.counting is not None:  # the last iteration's vote, summed meanwhile
             self.counting.wait()
             if self.vote.item():
@@ -1004,6 +971,7 @@ class StopRequest:
                                             async_op=True)
         else:
             self.counting = None
+        return self.stopping
 
     @contextlib.contextmanager
     def deferred(self):
@@ -1042,6 +1010,13 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
+def ignore_interrupts(worker_id):
+    """worker_init_fn: the stop signals are the main process's to handle, so that it can
+    write a checkpoint before the workers go."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
 class Diverged(Exception):
     """A loss or D output became NaN or infinite (at `iteration`, when known)."""
 
@@ -1050,79 +1025,14 @@ class Diverged(Exception):
         self.iteration = iteration
 
 
-def log_scalars(writer, rows):
-    for epoch, iteration, loss_d, loss_g, d_x, d_g_z1, d_g_z2, _ in rows:
-        writer.add_scalars("loss", {"D": loss_d, "G": loss_g}, iteration)
-        writer.add_scalars("D_output", {"D(x)": d_x, "D(G(z)) before D step": d_g_z1,
-                                        "D(G(z)) after D step": d_g_z2}, iteration)
-
-
-METRICS_COLUMNS = ["epoch", "iteration", "Loss_D", "Loss_G", "D_x", "D_G_z1", "D_G_z2", "seconds"]
-
-
-class Metrics:
-    """The per-iteration statistics (the tutorial's G_losses and D_losses, and the rest of
-    its stats line). They stay on the device until flush(), which brings a block to the
-    host with one synchronisation, checks it is finite, and appends it to metrics.csv
-    (when this process writes)."""
-
-    def __init__(self, path, rows=(), write=True):
-        self.path, self.write = path, write
-        self.rows = [list(row) for row in rows]
-        self.pending = []
-        if write:  # rewrite from the checkpoint's rows: a resumed run drops later ones
-            atomic_write(path, lambda f: f.write(self._csv([METRICS_COLUMNS] + self.rows).encode()))
-
-    @property
-    def G_losses(self):
-        return [row[3] for row in self.rows]
-
-    @property
-    def D_losses(self):
-        return [row[2] for row in self.rows]
-
-    def record(self, epoch, iteration, stats, seconds):
-        self.pending.append((epoch, iteration, stats, seconds))
-
-    def flush(self):
-        """Returns the new rows; raises Diverged at the first non-finite one."""
-        if not self.pending:
-            return []
-        values = torch.stack([stats for _, _, stats, _ in self.pending]).tolist()
-        new = [[epoch, iteration, *v, round(seconds, 3)]
-               for (epoch, iteration, _, seconds), v in zip(self.pending, values)]
-        self.pending = []
-        for row in new:
-            if not all(math.isfinite(x) for x in row[2:7]):
-                raise Diverged(row[1])
-        self.rows += new
-        if self.write:
-            with open(self.path, "a", newline="") as f:
-                f.write(self._csv(new))
-        return new
-
-    @staticmethod
-    def _csv(rows):
-        return "".join(",".join(str(x) for x in row) + "\n" for row in rows)
-
-
 # ----------------------------------------------------------------------------------------
-# The decode-once cache and its batches
+# Data: the dataset, the download, the decode-once cache and its batches
 # ----------------------------------------------------------------------------------------
 
-def load_data(args, proc, images):
-    """The decode-once cache (built by rank 0 while the others wait) and the dataloader."""
-    pixels = None
-    if not args.no_cache:
-        pixels = load_pixel_cache(images, args.image_size, args.nc, args.cache_dir,
-                                  args.workers, build=proc.writes)
-        barrier(proc)
-        if pixels is None:
-            pixels = load_pixel_cache(images, args.image_size, args.nc, args.cache_dir,
-                                      args.workers)
-    dataloader = Batches(images, pixels, args.batch_size, args.workers, proc, args.seed,
-                         args.channels_last)
-    return pixels, dataloader
+CELEBA_HELP = ("get CelebA's img_align_celeba.zip from the official site "
+               "(mmlab.ie.cuhk.edu.hk/projects/CelebA.html) or the Kaggle mirror "
+               "(kaggle.com/datasets/jessicali9530/celeba-dataset), or try --download; "
+               "see data/README.md")
 
 
 def make_dataset(dataroot, image_size=64, nc=3, flag="--dataroot"):
@@ -1147,27 +1057,22 @@ def make_dataset(dataroot, image_size=64, nc=3, flag="--dataroot"):
     return dataset
 
 
+def open_eval_images(args, images):
+    """The held-out images of --eval-dataroot, or None; without them SWD needs two
+    disjoint sets of training images (one to compare with, one for the floor)."""
+    held_out = args.eval_dataroot and make_dataset(args.eval_dataroot, args.image_size,
+                                                   args.nc, "--eval-dataroot")
+    if not held_out and len(images) < 2:
+        raise UserError(f"--eval-every: SWD needs at least 2 training images (a set to "
+                        f"compare with and a set for the floor), and {images.root} has "
+                        f"{len(images)}; add images, or give --eval-dataroot")
+    return held_out or None
+
+
 def load_image(path, mode):
     """torchvision's PIL loader, converting to `mode` ('RGB' or 'L')."""
     with open(path, "rb") as f:
         return Image.open(f).convert(mode)
-
-
-def decoded_batches(images, index_batches, workers, device):
-    """The tutorial's pipeline: DataLoader workers decode and transform every image."""
-    loader = torch.utils.data.DataLoader(
-        images, batch_sampler=[b.tolist() for b in index_batches], num_workers=workers,
-        collate_fn=stack_readable, pin_memory=device.type == "cuda",
-        worker_init_fn=ignore_interrupts, generator=torch.Generator())
-    for batch in loader:
-        if batch is not None:
-            yield batch.to(device, non_blocking=True)
-
-
-def stack_readable(batch):
-    """collate_fn that drops unreadable images (None)."""
-    batch = [item for item in batch if item is not None]
-    return torch.stack(batch) if batch else None
 
 
 def download_celeba(dataroot):
@@ -1204,36 +1109,46 @@ class PixelView(torch.utils.data.Dataset):
 
 
 def stack_pixels(batch):
+    """collate_fn: (readable indices, their pixels in C order, as the cache's), or None."""
     batch = [(i, p) for i, p in batch if p is not None]
-    return [i for i, _ in batch], np.stack([p for _, p in batch]) if batch else None
+    pixels = np.ascontiguousarray(np.stack([p for _, p in batch])) if batch else None
+    return [i for i, _ in batch], None if pixels is None else torch.from_numpy(pixels)
 
 
-def ignore_interrupts(worker_id):
-    """worker_init_fn: the stop signals are the main process's to handle, so that it can
-    write a checkpoint before the workers go."""
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
-
-
-def decode_batches(images, indices, workers, desc):
-    """Decodes images[indices] with DataLoader workers, in order, 256 at a time. Yields
-    (the indices kept, uint8 array k x C x H x W); an unreadable image is left out (and
-    named by FaceImages)."""
+def decoded_pixels(images, index_batches, workers, desc=None, pin=False):
+    """The one decode path: DataLoader workers decode images.pixels of each index batch, in
+    order, and yield (the indices kept, uint8 tensor k x C x H x W; page-locked with `pin`).
+    An unreadable image is left out (FaceImages names it); `desc` shows a progress bar."""
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(PixelView(images), indices), batch_size=256,
-        num_workers=min(workers, math.ceil(len(indices) / 256)), collate_fn=stack_pixels,
-        worker_init_fn=ignore_interrupts,
+        PixelView(images), batch_sampler=[list(map(int, b)) for b in index_batches],
+        num_workers=min(workers, len(index_batches)), collate_fn=stack_pixels,
+        pin_memory=pin, worker_init_fn=ignore_interrupts,
         # A generator of its own, so that decoding draws nothing from the tutorial's stream.
         generator=torch.Generator())
-    for kept, batch in tqdm(loader, desc=desc, unit_scale=256, unit="img", leave=False,
-                            disable=None):
+    scale = len(index_batches[0]) if index_batches else 1
+    for kept, batch in tqdm(loader, desc=desc, unit_scale=scale, unit="img", leave=False,
+                            disable=None if desc else True):
         if batch is not None:
             yield kept, batch
 
 
-def default_cache_dir():
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "dcgan-faces")
+def decoded_batches(images, index_batches, workers, device):
+    """--no-cache, the tutorial's pipeline: every image decoded in every epoch by
+    DataLoader workers, then normalised on the device as the cache's batches are."""
+    for _, batch in decoded_pixels(images, index_batches, workers, pin=device.type == "cuda"):
+        yield normalize_pixels(batch.to(device, non_blocking=True))
+
+
+def real_uint8(images, pixels, indices, workers):
+    """The real images at indices as uint8, from the cache when there is one."""
+    if pixels is not None:
+        return pixels[torch.as_tensor(indices)].cpu()
+    chunks = [indices[k:k + 256] for k in range(0, len(indices), 256)]
+    batches = [batch for _, batch in decoded_pixels(images, chunks, workers,
+                                                    "decoding evaluation images")]
+    if not batches:
+        raise UserError(f"--eval-dataroot {images.root}: none of its images could be read")
+    return torch.cat(batches)
 
 
 @functools.lru_cache(maxsize=8)  # one stat a file (3 s for CelebA), once a run
@@ -1249,6 +1164,14 @@ def file_digest(images):
     return digest.hexdigest()
 
 
+def default_cache_dir():
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "dcgan-faces")
+
+
+CACHE_VERSION = 1
+
+
 def cache_path(images, image_size, nc, cache_dir):
     """The cache file of these images at this size: a changed dataset gets another one."""
     key = hashlib.sha256(f"{CACHE_VERSION} {image_size} {nc} {images.resize_crop} "
@@ -1261,7 +1184,8 @@ def load_pixel_cache(images, image_size, nc, cache_dir, workers, build=True):
     decoded once into a .npy file that later runs map into memory: the operating system
     keeps one copy of it in its page cache, whichever runs and ranks read it. A damaged
     file is decoded again. Returns None when build is False and there is no intact file
-    yet (the other ranks of a torchrun job wait for rank 0)."""
+    yet (the other ranks of a torchrun job wait for rank 0). cache_dir None: the default."""
+    cache_dir = cache_dir or default_cache_dir()
     path = cache_path(images, image_size, nc, cache_dir)
     row_shape = (nc, image_size, image_size)
     pixels, problem = open_pixel_cache(path, len(images), row_shape)
@@ -1269,7 +1193,8 @@ def load_pixel_cache(images, image_size, nc, cache_dir, workers, build=True):
         return pixels
     try:
         os.makedirs(cache_dir, exist_ok=True)
-        with exclusive_lock(path + ".lock"):  # one builder at a time; the others then map its file
+        # one builder at a time; the others then map its file
+        with contextlib.closing(take_lock(path + ".lock")):
             pixels, problem = open_pixel_cache(path, len(images), row_shape)
             if pixels is None:
                 if problem:
@@ -1307,15 +1232,13 @@ def open_pixel_cache(path, count, row_shape):
     return torch.from_numpy(array), None
 
 
-NPY_HEADER_BYTES = 128
-
-
-def npy_header(shape):
-    """A .npy header (format 1.0) of uint8 C-order rows, always 128 bytes long, so that
-    the row count can be rewritten in place when unreadable images leave rows unused."""
-    text = f"{{'descr': '|u1', 'fortran_order': False, 'shape': {tuple(shape)}, }}"
-    return (b"\x93NUMPY\x01\x00" + struct.pack("<H", NPY_HEADER_BYTES - 10)
-            + text.ljust(NPY_HEADER_BYTES - 11).encode() + b"\n")
+def npy_header(count, row_shape):
+    """numpy's .npy header of count uint8 rows; numpy pads it for a row count of up to 21
+    digits, so a smaller count can be rewritten in place."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "|u1", "fortran_order": False, "shape": (count, *row_shape)})
+    return header.getvalue()
 
 
 def build_pixel_cache(images, path, row_shape, workers):
@@ -1325,7 +1248,8 @@ def build_pixel_cache(images, path, row_shape, workers):
     for stale in glob.glob(glob.escape(path) + ".*.tmp"):  # a killed build's
         os.unlink(stale)
     row_bytes, count = math.prod(row_shape), len(images)
-    needed, free = NPY_HEADER_BYTES + count * row_bytes, shutil.disk_usage(os.path.dirname(path)).free
+    header = npy_header(count, row_shape)
+    needed, free = len(header) + count * row_bytes, shutil.disk_usage(os.path.dirname(path)).free
     if needed > free:
         raise UserError(f"--cache-dir {os.path.dirname(path)}: the image cache needs "
                         f"{size_text(needed)} and {size_text(free)} is free there; give a "
@@ -1336,14 +1260,14 @@ def build_pixel_cache(images, path, row_shape, workers):
             if hasattr(os, "posix_fallocate"):  # the disk's blocks now: a full disk is an error here, not a crash later
                 os.posix_fallocate(f.fileno(), 0, needed)
             f.truncate(needed)
-            f.write(npy_header((count, *row_shape)))
+            f.write(header)
             f.flush()
-            rows = np.memmap(f, dtype=np.uint8, mode="r+", offset=NPY_HEADER_BYTES,
+            rows = np.memmap(f, dtype=np.uint8, mode="r+", offset=len(header),
                              shape=(count, *row_shape))
             kept = []
-            for indices, batch in decode_batches(images, range(count), workers,
-                                                 "decoding images once"):
-                rows[len(kept):len(kept) + len(batch)] = batch
+            chunks = [range(k, min(k + 256, count)) for k in range(0, count, 256)]
+            for indices, batch in decoded_pixels(images, chunks, workers, "decoding images once"):
+                rows[len(kept):len(kept) + len(batch)] = batch.numpy()
                 kept += indices
             rows.flush()
             del rows
@@ -1352,8 +1276,8 @@ def build_pixel_cache(images, path, row_shape, workers):
                                 "could be read")
             if len(kept) < count:  # unreadable images: the rows are contiguous, drop the tail
                 f.seek(0)
-                f.write(npy_header((len(kept), *row_shape)))
-                f.truncate(NPY_HEADER_BYTES + len(kept) * row_bytes)
+                f.write(npy_header(len(kept), row_shape))
+                f.truncate(len(header) + len(kept) * row_bytes)
             f.flush()
             os.fsync(f.fileno())
         skipped = [images.samples[i][0] for i in sorted(set(range(count)) - set(kept))]
@@ -1369,37 +1293,40 @@ def build_pixel_cache(images, path, row_shape, workers):
           + (f" ({len(skipped)} unreadable skipped)" if skipped else ""))
 
 
-def size_text(size):
-    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
-
-
-@contextlib.contextmanager
-def exclusive_lock(path):
-    """Holds an exclusive lock on the file at path, waiting for another holder; without
-    file locks (no fcntl: Windows), holds nothing."""
-    if fcntl is None:
-        yield
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
+def load_data(args, proc, images):
+    """The decode-once cache (built by rank 0 while the others wait) and the dataloader."""
+    pixels = None
+    if not args.no_cache:
+        pixels = load_pixel_cache(images, args.image_size, args.nc, args.cache_dir,
+                                  args.workers, build=proc.writes)
+        barrier(proc)
+        if pixels is None:
+            pixels = load_pixel_cache(images, args.image_size, args.nc, args.cache_dir,
+                                      args.workers)
+    dataloader = Batches(images, pixels, args.batch_size, args.workers, proc, args.seed,
+                         args.channels_last)
+    return pixels, dataloader
 
 
 def pixels_on_device(pixels, device):
     """The whole cache on the GPU when it fits (no host copies at all), else where it is."""
-    if device.type == "cuda" and fits_on_gpu(pixels, device):
-        return pixels.to(device)
+    if device.type == "cuda" and pixels.numel() < 0.5 * torch.cuda.mem_get_info(device)[0]:
+        return pixels.to(device)  # uint8: one byte a pixel
     return pixels
 
 
-def fits_on_gpu(tensor, device):
-    free, _ = torch.cuda.mem_get_info(device)
-    return tensor.numel() * tensor.element_size() < 0.5 * free
+def transfer_kind(source, target):
+    """How a batch on `source` reaches `target`: "none" when it is there already (cuda
+    and cuda:0 are one place), "pin and copy" from the CPU to CUDA (page-locked memory
+    lets the copy overlap the step), else "copy". Only CPU tensors can be pinned."""
+    if concrete_device(source) == concrete_device(target):
+        return "none"
+    return "pin and copy" if source.type == "cpu" and target.type == "cuda" else "copy"
 
 
 def cached_batches(pixels, index_batches, device):
     """The cache's uint8 rows of each batch, moved to the device and normalised there."""
-    move = how_to_move(pixels.device, device)
+    move = transfer_kind(pixels.device, device)
     if move == "pin and copy":
         yield from staged_batches(pixels, index_batches, device)
         return
@@ -1436,15 +1363,6 @@ def staged_batches(pixels, index_batches, device):
         yield normalize_pixels(ready)
 
 
-def how_to_move(source, target):
-    """How a batch on `source` reaches `target`: "none" when it is there already (cuda
-    and cuda:0 are one place), "pin and copy" from the CPU to CUDA (page-locked memory
-    lets the copy overlap the step), else "copy". Only CPU tensors can be pinned."""
-    if concrete_device(source) == concrete_device(target):
-        return "none"
-    return "pin and copy" if source.type == "cpu" and target.type == "cuda" else "copy"
-
-
 def normalize_pixels(pixels):
     """uint8 pixels to the model's input: the arithmetic of the tutorial's ToTensor
     (x / 255) and Normalize(0.5, 0.5) ((x - 0.5) / 0.5), done in place, on the device;
@@ -1453,37 +1371,147 @@ def normalize_pixels(pixels):
 
 
 # ----------------------------------------------------------------------------------------
+# EMA: an exponential moving average of G's weights (--ema)
+# ----------------------------------------------------------------------------------------
+
+def ema_decay(decay, rampup, iteration):
+    """StyleGAN2's EMA warm-up (ema_rampup): the average spans at most `rampup` times the
+    training seen so far (a half-life of rampup x iterations), so that a short run's EMA
+    does not drag the random initial weights along; `decay` once the run is long enough.
+    It is 0 (the EMA is G) at iteration 0. rampup 0: `decay` throughout."""
+    if not rampup:
+        return decay
+    if iteration == 0:
+        return 0.0
+    return min(decay, 0.5 ** (1 / (rampup * iteration)))
+
+
+@torch.no_grad()
+def update_ema(ema, model, decay):
+    """ema <- decay * ema + (1 - decay) * model for weights; BatchNorm buffers copied."""
+    for averaged, current in zip(ema.parameters(), model.parameters()):
+        averaged.lerp_(current, 1 - decay)
+    for averaged, current in zip(ema.buffers(), model.buffers()):
+        averaged.copy_(current)
+
+
+def sampling_weights(checkpoint):
+    """The generator weights that samples come from: the EMA's if the run kept one."""
+    return checkpoint.get("ema") or checkpoint.get("netG")
+
+
+# ----------------------------------------------------------------------------------------
+# Better faces from the same compute: opt-in changes to the training (each off by default)
+# ----------------------------------------------------------------------------------------
+
+DIFFAUG_POLICIES = ("color", "translation", "cutout")
+
+
+class DiffAugment:
+    """--diffaug (Zhao et al., 2020, "Differentiable Augmentation for Data-Efficient GAN
+    Training"): random colour, translation and cutout, drawn afresh for every image that D
+    sees, real and fake, in D's step and in G's. Every operation is differentiable, so G
+    learns through it; D never sees an unaugmented image, so it cannot learn the
+    augmentations as a mark of fakes. Draws from the device's global random stream (a
+    checkpoint saves it), and draws nothing when the policy is empty."""
+
+    def __init__(self, policy):
+        self.policy = [name for name in policy.split(",") if name and name != "none"]
+
+    def __call__(self, x):
+        for name in self.policy:
+            x = getattr(self, name)(x)
+        return x
+
+    @staticmethod
+    def color(x):
+        """Brightness +-0.5, saturation x0..2, contrast x0.5..1.5 (images in [-1, 1])."""
+        n = x.size(0)
+        x = x + (torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype) - 0.5)
+        mean = x.mean(dim=1, keepdim=True)
+        x = (x - mean) * (torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype) * 2) + mean
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        return (x - mean) * (torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype) + 0.5) + mean
+
+    @staticmethod
+    def translation(x, ratio=0.125):
+        """Shifts each image by up to 1/8 of its side in each direction; zeros come in."""
+        n, _, h, w = x.shape
+        dy, dx = (torch.randint(-round(side * ratio), round(side * ratio) + 1, (n, 1, 1),
+                                device=x.device) for side in (h, w))
+        # index into the image padded with one row and column of zeros on each side: a
+        # source outside the image lands on the padding
+        rows = (torch.arange(h, device=x.device).view(1, h, 1) + dy + 1).clamp_(0, h + 1)
+        cols = (torch.arange(w, device=x.device).view(1, 1, w) + dx + 1).clamp_(0, w + 1)
+        padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)  # N, H+2, W+2, C
+        batch = torch.arange(n, device=x.device).view(n, 1, 1)
+        return padded[batch, rows, cols].permute(0, 3, 1, 2)
+
+    @staticmethod
+    def cutout(x, ratio=0.5):
+        """Zeroes one square of half the side at a random place in each image."""
+        n, _, h, w = x.shape
+        size_h, size_w = round(h * ratio), round(w * ratio)
+        top = torch.randint(0, h + 1 - size_h % 2, (n, 1, 1), device=x.device) - size_h // 2
+        left = torch.randint(0, w + 1 - size_w % 2, (n, 1, 1), device=x.device) - size_w // 2
+        rows = torch.arange(h, device=x.device).view(1, h, 1)
+        cols = torch.arange(w, device=x.device).view(1, 1, w)
+        inside = ((rows >= top) & (rows < top + size_h)) & ((cols >= left) & (cols < left + size_w))
+        return x * (~inside).unsqueeze(1).to(x.dtype)
+
+
+class HingeLoss(nn.Module):
+    """--loss hinge (Lim and Ye, 2017; SNGAN, BigGAN) on D's logits. D's criterion is
+    called as the tutorial calls BCELoss, with the batch's label: mean relu(1 - D(x)) for
+    real (label 1), mean relu(1 + D(G(z))) for fake (label 0). G's loss is -mean D(G(z))."""
+
+    def forward(self, output, label):
+        return F.relu(1 - (2 * label - 1) * output).mean()
+
+    @staticmethod
+    def generator_loss(output):
+        return -output.mean()
+
+
+def d_returns_logits(args):
+    """D drops its Sigmoid for the hinge loss, and for --amp (BCEWithLogitsLoss)."""
+    return args.loss == "hinge" or args.amp
+
+
+def apply_spectral_norm(netD):
+    """--spectral-norm (Miyato et al., 2018): each of D's convolutions divided by its
+    largest singular value, estimated by one power iteration a step. D's BatchNorm layers
+    become identities, as in SNGAN's D: they rescale each feature by the batch's spread,
+    which would undo the bound. Shapes change, so a run cannot switch it on resume."""
+    for index, layer in enumerate(netD.main):
+        if isinstance(layer, nn.Conv2d):
+            nn.utils.parametrizations.spectral_norm(layer)
+        elif isinstance(layer, nn.BatchNorm2d):
+            netD.main[index] = nn.Identity()
+
+
+def learning_rates(args):
+    """(D's, G's) Adam learning rate: --lr-d and --lr-g (TTUR, Heusel et al., 2017), each
+    --lr when not given."""
+    return (args.lr if args.lr_d is None else args.lr_d,
+            args.lr if args.lr_g is None else args.lr_g)
+
+
+# ----------------------------------------------------------------------------------------
 # Checkpoints and exact resume
 # ----------------------------------------------------------------------------------------
 
-def reason(error):
-    """The reason an OSError gives, or its text when it gives none."""
-    return getattr(error, "strerror", None) or str(error) or type(error).__name__
+CHECKPOINT_FORMAT = "dcgan.py checkpoint"
+CHECKPOINT_VERSION = 1
+CHECKPOINT_FIELDS = ("config", "netG", "netD", "optimizerG", "optimizerD", "ema", "epoch",
+                     "batch_in_epoch", "iteration", "batches_per_epoch", "world_size", "rng",
+                     "epoch_rng", "fixed_noise", "metrics", "grids", "grid_iterations",
+                     "evals", "elapsed")
 
 
-def atomic_write(path, write):
-    """Writes a file through a temporary file, flush, fsync and rename, so that a crash at
-    any moment leaves either the old file or the new one, never half of one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes files private; outputs are ordinary files
-    try:
-        with os.fdopen(fd, "wb") as f:
-            try:
-                write(f)
-            except RuntimeError:  # torch.save's failed writes hide their reason: ask the disk
-                f.seek(0, os.SEEK_END)
-                f.write(b"\0")
-                f.flush()  # raises the OSError (disk full, file too large) if writes fail
-                raise  # else it was no write that failed
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+def checkpoint_path(outdir):
+    """Where a run keeps its checkpoint."""
+    return os.path.join(outdir, "checkpoint.pt")
 
 
 class RandomStreams:
@@ -1593,8 +1621,9 @@ def save_checkpoint(path, args, state, proc, num_batches, data):
                         "is intact; free some space and resume") from None
 
 
-def load_checkpoint(path, device="cpu", flag="--checkpoint"):
-    """torch.load with weights_only=True: a file that would run code is refused, never run."""
+def load_checkpoint(path, device="cpu", flag="--checkpoint", whole=False):
+    """torch.load with weights_only=True: a file that would run code is refused, never run.
+    whole: only a complete training checkpoint will do (--resume), not network weights."""
     if not os.path.isfile(path):
         raise UserError(f"{flag} {path}: no such file; train first, or give the path of a "
                         "checkpoint.pt or netG.pt")
@@ -1620,21 +1649,41 @@ def load_checkpoint(path, device="cpu", flag="--checkpoint"):
     if "format" not in checkpoint and not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
         raise UserError(f"{flag} {path}: not a dcgan.py checkpoint (it has none of its "
                         "fields) and not a state dict of weights")
+    if whole and "format" not in checkpoint:
+        raise UserError(f"{flag} {path}: this file holds only network weights; resume "
+                        "needs the checkpoint.pt that training writes beside it")
+    missing = [key for key in CHECKPOINT_FIELDS if whole and key not in checkpoint]
+    if missing:
+        raise UserError(f"{flag} {path}: a damaged checkpoint: it lacks {', '.join(missing)}; "
+                        "use an intact copy")
     return checkpoint
+
+
+def check_same_data(checkpoint, images, args, proc):
+    """A resumed run repeats the uninterrupted one only on the same images: refuses
+    changed ones unless --allow-changed-data (checkpoints before this check pass)."""
+    saved = checkpoint.get("data")
+    if saved is None or saved["digest"] == file_digest(images):
+        return
+    what = (f"{saved['images']} images then, {len(images)} now" if saved["images"] != len(images)
+            else f"as many images, {len(images)}, but a name, a size or a modification time differs")
+    if not args.allow_changed_data:
+        raise UserError(f"--resume {args.resume}: the images in --dataroot {args.dataroot} "
+                        f"changed since the checkpoint ({what}), so the run would not continue "
+                        "as it would have; restore them, or give --allow-changed-data to go on "
+                        "with these")
+    proc.log(f"note: the images changed since the checkpoint ({what}); continuing on them, "
+             "as --allow-changed-data asks: the run is no longer the uninterrupted one")
 
 
 def restore_training(state, checkpoint, args, proc, num_batches):
     """Loads a checkpoint into the freshly built training state."""
     state.netG.load_state_dict(checkpoint["netG"])
     state.netD.load_state_dict(checkpoint["netD"])
-    state.optimizerG.load_state_dict(checkpoint["optimizerG"])
-    state.optimizerD.load_state_dict(checkpoint["optimizerD"])
-    lr_d, lr_g = learning_rates(args)  # --lr, --lr-d, --lr-g, --beta1 may change
-    for optimizer, lr in ((state.optimizerG, lr_g), (state.optimizerD, lr_d)):
-        for group in optimizer.param_groups:
-            group["lr"], group["betas"] = lr, (args.beta1, 0.999)
+    load_optimizer_state(state.optimizerG, checkpoint["optimizerG"])
+    load_optimizer_state(state.optimizerD, checkpoint["optimizerD"])
     if state.ema is not None:  # --ema may be turned on mid-run: it starts from G
-        state.ema.load_state_dict(checkpoint["ema"] or checkpoint["netG"])
+        state.ema.load_state_dict(sampling_weights(checkpoint))
     state.fixed_noise.copy_(checkpoint["fixed_noise"])
     state.img_list, state.img_iterations = list(checkpoint["grids"]), list(checkpoint["grid_iterations"])
     state.evals, state.elapsed, state.started = checkpoint["evals"], checkpoint["elapsed"], time.time()
@@ -1652,315 +1701,109 @@ def restore_training(state, checkpoint, args, proc, num_batches):
              f"(iteration {state.iteration})")
 
 
+def load_optimizer_state(optimizer, saved):
+    """Adam's moments and steps from a checkpoint; lr and betas stay as built (from --lr,
+    --lr-d, --lr-g, --beta1), so that a resume may change them."""
+    built = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    for group, hyperparameters in zip(optimizer.param_groups, built):
+        group.update(hyperparameters)
+
+
+def generator_from_weights(state_dict, path):
+    """Rebuilds the Generator that a state dict (netG.pt, the tutorial's own, or a
+    checkpoint's) belongs to, from the shapes of its weights."""
+    state_dict = {k.removeprefix("module.").removeprefix("_orig_mod."): v
+                  for k, v in state_dict.items()}
+    convs = [v for k, v in state_dict.items() if k.startswith("main.") and v.dim() == 4]
+    try:
+        nz, ngf, nc = convs[0].shape[0], convs[-1].shape[0], convs[-1].shape[1]
+        netG = Generator(nz, ngf, nc, image_size=4 * 2 ** (len(convs) - 1))
+        netG.load_state_dict(state_dict)
+    except (IndexError, RuntimeError, ValueError):
+        raise UserError(f"--checkpoint {path}: does not hold a DCGAN generator of this "
+                        "program's architecture") from None
+    return netG
+
+
+def generator_from_checkpoint(path, device):
+    """(G, config) from checkpoint.pt (its EMA generator if it has one) or netG.pt."""
+    checkpoint = load_checkpoint(path, device)
+    if checkpoint.get("format") == CHECKPOINT_FORMAT:
+        weights = sampling_weights(checkpoint)
+        if weights is None:
+            raise UserError(f"--checkpoint {path}: a damaged checkpoint: it holds no generator; "
+                            "use an intact copy, or netG.pt")
+        return generator_from_weights(weights, path).to(device), checkpoint.get("config", {})
+    return generator_from_weights(checkpoint, path).to(device), {}
+
+
 # ----------------------------------------------------------------------------------------
-# Devices and distributed training
+# Metrics: the statistics of every iteration; the sliced Wasserstein distance (Karras et
+# al., 2018, Progressive GAN) of G's images to real ones
 # ----------------------------------------------------------------------------------------
 
-@dataclasses.dataclass(frozen=True)
-class Process:
-    """This process's place in the job: its rank among world_size processes, its device,
-    and whether it writes (rank 0 alone prints, plots and writes files)."""
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = torch.device("cpu")
+METRICS_COLUMNS = ["epoch", "iteration", "Loss_D", "Loss_G", "D_x", "D_G_z1", "D_G_z2", "seconds"]
+
+
+class Metrics:
+    """The per-iteration statistics (the tutorial's G_losses and D_losses, and the rest of
+    its stats line). They stay on the device until flush(), which brings a block to the
+    host with one synchronisation, checks it is finite, and appends it to metrics.csv
+    (when this process writes)."""
+
+    def __init__(self, path, rows=(), write=True):
+        self.path, self.write = path, write
+        self.rows = [list(row) for row in rows]
+        self.pending = []
+        if write:  # rewrite from the checkpoint's rows: a resumed run drops later ones
+            atomic_write(path, lambda f: f.write(csv_text([METRICS_COLUMNS] + self.rows).encode()))
 
     @property
-    def writes(self):
-        return self.rank == 0
+    def G_losses(self):
+        return [row[3] for row in self.rows]
 
-    def log(self, *values):
-        """print() for rank 0, that keeps a progress bar below the lines."""
-        if self.writes:
-            tqdm.write(" ".join(str(v) for v in values))
+    @property
+    def D_losses(self):
+        return [row[2] for row in self.rows]
 
+    def record(self, epoch, iteration, stats, seconds):
+        self.pending.append((epoch, iteration, stats, seconds))
 
-def setup_distributed(args):
-    """Joins the torchrun job if there is one; returns this Process.
-
-    NCCL on CUDA, Gloo elsewhere. The timeout makes a rank that died or hangs end the
-    whole job with an error instead of a silent wait; torchrun stops the other ranks.
-    """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return Process(device=pick_device(args.device, args.ngpu))
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
-    if args.ngpu > 1:
-        raise UserError("--ngpu > 1 (nn.DataParallel) cannot run under torchrun, which "
-                        "already gives each GPU its own process; drop --ngpu")
-    if args.batch_size % world_size:
-        raise UserError(f"--batch-size {args.batch_size} cannot be split evenly over "
-                        f"{world_size} processes; use a multiple of {world_size}")
-    device = pick_device(args.device, args.ngpu, local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                            timeout=datetime.timedelta(minutes=30))
-    return Process(rank, world_size, device)
+    def flush(self):
+        """Returns the new rows; raises Diverged at the first non-finite one."""
+        if not self.pending:
+            return []
+        values = torch.stack([stats for _, _, stats, _ in self.pending]).tolist()
+        new = [[epoch, iteration, *v, round(seconds, 3)]
+               for (epoch, iteration, _, seconds), v in zip(self.pending, values)]
+        self.pending = []
+        for row in new:
+            if not all(math.isfinite(x) for x in row[2:7]):
+                raise Diverged(row[1])
+        self.rows += new
+        if self.write:
+            with open(self.path, "a", newline="") as f:
+                f.write(csv_text(new))
+        return new
 
 
-def finish_distributed(proc):
-    if proc.world_size > 1:
-        dist.destroy_process_group()
-
-
-def barrier(proc):
-    if proc.world_size > 1:
-        dist.barrier()
-
-
-def broadcast(tensor, proc):
-    """Rank 0's tensor on every rank."""
-    if proc.world_size > 1:
-        dist.broadcast(tensor, 0)
-
-
-def gather(obj, proc):
-    """The list of every rank's obj (under torchrun), or [obj]."""
-    if proc.world_size == 1:
-        return [obj]
-    objects = [None] * proc.world_size
-    dist.all_gather_object(objects, obj)
-    return objects
-
-
-def pick_device(requested, ngpu=1, local_rank=None):
-    """The tutorial's rule, extended: CUDA if available and ngpu > 0, then MPS, then any
-    other accelerator torch exposes, then CPU. `requested` overrides unless it is 'auto'.
-    A CUDA device comes back with its index (cuda -> cuda:0)."""
-    if requested == "auto":
-        if ngpu > 0 and torch.cuda.is_available():
-            return torch.device("cuda", local_rank or 0)
-        if ngpu > 0 and torch.backends.mps.is_available():
-            return torch.device("mps")
-        accelerator = getattr(torch, "accelerator", None)
-        if ngpu > 0 and accelerator is not None and accelerator.is_available():
-            return accelerator.current_accelerator()
-        return torch.device("cpu")
+def summary_writer():
+    """TensorBoard's SummaryWriter class, or one line that says how to get it."""
     try:
-        device = torch.device(requested)
-    except RuntimeError:
-        raise UserError(f"--device {requested}: not a device name; use auto, cpu, cuda, "
-                        "cuda:N or mps") from None
-    available = (device.type == "cpu"
-                 or (device.type == "cuda" and torch.cuda.is_available()
-                     and (device.index or 0) < torch.cuda.device_count())
-                 or (device.type == "mps" and torch.backends.mps.is_available())
-                 or (device.type not in ("cuda", "mps")
-                     and getattr(torch, device.type, None) is not None
-                     and getattr(torch, device.type).is_available()))
-    if not available:
-        raise UserError(f"--device {requested}: this machine has no such device "
-                        f"(torch {torch.__version__}); use --device auto or cpu")
-    if device.type == "cuda" and local_rank is not None:
-        device = torch.device("cuda", local_rank)
-    return concrete_device(device)
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("--tensorboard needs the tensorboard package: pip install "
+                        "tensorboard (or drop --tensorboard)") from None
+    return SummaryWriter
 
 
-def concrete_device(device):
-    """The device with its index: cuda -> cuda:N (the current CUDA device), so that two
-    names of one device compare equal."""
-    if device.type == "cuda" and device.index is None:
-        return torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
-    return device
+def log_scalars(writer, rows):
+    for epoch, iteration, loss_d, loss_g, d_x, d_g_z1, d_g_z2, _ in rows:
+        writer.add_scalars("loss", {"D": loss_d, "G": loss_g}, iteration)
+        writer.add_scalars("D_output", {"D(x)": d_x, "D(G(z)) before D step": d_g_z1,
+                                        "D(G(z)) after D step": d_g_z2}, iteration)
 
-
-def configure_determinism(deterministic, device):
-    """--deterministic: kernels that give the same bits on every run, at some cost in
-    speed. Without it, cuDNN times several convolution algorithms and keeps the fastest,
-    and some of its kernels add in an order that changes from run to run: fast, but CUDA
-    runs are not repeatable. The CPU's kernels are repeatable either way."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = not deterministic
-        torch.backends.cudnn.deterministic = deterministic
-    if deterministic:
-        # cuBLAS needs a fixed workspace for repeatable sums; set before its first use.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic)
-
-
-def keep_freed_memory():
-    """glibc hands every large freed block (each activation, each iteration) back to the
-    kernel, and the next iteration page-faults it in again: a fifth of a CPU training step
-    here. Raising its mmap and trim thresholds keeps that memory in the process. Changes
-    no number. Returns False where the C library is not glibc (nothing done)."""
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError, TypeError):
-        return False
-    mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: serve blocks up to 1 GiB from the heap
-    mallopt(-1, 2 ** 31 - 1)  # M_TRIM_THRESHOLD (a C int): keep up to 2 GiB of free heap
-    return True
-
-
-class Autocast(nn.Module):
-    """Runs a network under bf16 autocast and returns float32."""
-
-    def __init__(self, model, device_type):
-        super().__init__()
-        self.net = model
-        self.device_type = device_type
-
-    def forward(self, input):
-        with torch.autocast(self.device_type, dtype=torch.bfloat16):
-            return self.net(input).float()
-
-
-def amp_supported(device):
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
-
-
-def prepare_for_training(model, args, proc, logits=False):
-    """Wraps a network for speed and scale (each wrapper only when asked): channels-last,
-    SyncBatchNorm, bf16 autocast, torch.compile, then nn.DataParallel (--ngpu, the
-    tutorial's) or DistributedDataParallel (torchrun). The unwrapped model keeps the
-    parameters, the state dict and the tutorial's layout."""
-    device = proc.device
-    if args.channels_last:
-        model.to(memory_format=torch.channels_last)
-    if args.sync_bn and proc.world_size > 1 and device.type == "cuda":
-        nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces layers in place
-    # logits: D without its final Sigmoid (sharing its parameters); the criterion takes
-    # the Sigmoid in (BCEWithLogitsLoss: the same function, computed stably) or needs none
-    net = model.main[:-1] if logits else model
-    if args.amp and amp_supported(device):
-        net = Autocast(net, device.type)
-    if args.compile:
-        net = torch.compile(net)
-    if proc.world_size > 1:
-        net = DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
-    elif device.type == "cuda" and args.ngpu > 1:
-        net = nn.DataParallel(net, list(range(args.ngpu)))
-    return net
-
-
-def announce_fallbacks(args, proc):
-    """One line for each asked-for feature that this device or job cannot give; drops
-    a flag that would crash here."""
-    if args.amp and args.compile and args.channels_last and amp_supported(proc.device):
-        args.channels_last = False
-        proc.log("note: --amp --compile --channels-last together crashed in torch.compile's "
-                 "backward pass on CUDA; training without --channels-last")
-    if args.amp and not amp_supported(proc.device):
-        proc.log(f"note: --amp uses bf16 autocast on CUDA only; training in float32 on {proc.device}")
-    if args.sync_bn and proc.world_size == 1:
-        proc.log("note: --sync-bn matters only under torchrun with several processes")
-    elif args.sync_bn and proc.device.type != "cuda":
-        proc.log(f"note: --sync-bn needs CUDA (SyncBatchNorm); BatchNorm statistics stay per "
-                 f"process on {proc.device.type}")
-
-
-# ----------------------------------------------------------------------------------------
-# Better faces from the same compute: opt-in changes to the training (each off by default)
-# ----------------------------------------------------------------------------------------
-
-DIFFAUG_POLICIES = ("color", "translation", "cutout")
-
-
-class DiffAugment:
-    """--diffaug (Zhao et al., 2020, "Differentiable Augmentation for Data-Efficient GAN
-    Training"): random colour, translation and cutout, drawn afresh for every image that D
-    sees, real and fake, in D's step and in G's. Every operation is differentiable, so G
-    learns through it; D never sees an unaugmented image, so it cannot learn the
-    augmentations as a mark of fakes. Draws from the device's global random stream (a
-    checkpoint saves it), and draws nothing when the policy is empty."""
-
-    def __init__(self, policy):
-        self.policy = [name for name in policy.split(",") if name and name != "none"]
-
-    def __call__(self, x):
-        for name in self.policy:
-            x = getattr(self, name)(x)
-        return x
-
-    @staticmethod
-    def color(x):
-        """Brightness +-0.5, saturation x0..2, contrast x0.5..1.5 (images in [-1, 1])."""
-        n = x.size(0)
-        x = x + (torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype) - 0.5)
-        mean = x.mean(dim=1, keepdim=True)
-        x = (x - mean) * (torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype) * 2) + mean
-        mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        return (x - mean) * (torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype) + 0.5) + mean
-
-    @staticmethod
-    def translation(x, ratio=0.125):
-        """Shifts each image by up to 1/8 of its side in each direction; zeros come in."""
-        n, _, h, w = x.shape
-        dy, dx = (torch.randint(-round(side * ratio), round(side * ratio) + 1, (n, 1, 1),
-                                device=x.device) for side in (h, w))
-        # index into the image padded with one row and column of zeros on each side: a
-        # source outside the image lands on the padding
-        rows = (torch.arange(h, device=x.device).view(1, h, 1) + dy + 1).clamp_(0, h + 1)
-        cols = (torch.arange(w, device=x.device).view(1, 1, w) + dx + 1).clamp_(0, w + 1)
-        padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)  # N, H+2, W+2, C
-        batch = torch.arange(n, device=x.device).view(n, 1, 1)
-        return padded[batch, rows, cols].permute(0, 3, 1, 2)
-
-    @staticmethod
-    def cutout(x, ratio=0.5):
-        """Zeroes one square of half the side at a random place in each image."""
-        n, _, h, w = x.shape
-        size_h, size_w = round(h * ratio), round(w * ratio)
-        top = torch.randint(0, h + 1 - size_h % 2, (n, 1, 1), device=x.device) - size_h // 2
-        left = torch.randint(0, w + 1 - size_w % 2, (n, 1, 1), device=x.device) - size_w // 2
-        rows = torch.arange(h, device=x.device).view(1, h, 1)
-        cols = torch.arange(w, device=x.device).view(1, 1, w)
-        inside = ((rows >= top) & (rows < top + size_h)) & ((cols >= left) & (cols < left + size_w))
-        return x * (~inside).unsqueeze(1).to(x.dtype)
-
-
-class HingeLoss(nn.Module):
-    """--loss hinge (Lim and Ye, 2017; SNGAN, BigGAN) on D's logits. D's criterion is
-    called as the tutorial calls BCELoss, with the batch's label: mean relu(1 - D(x)) for
-    real (label 1), mean relu(1 + D(G(z))) for fake (label 0). G's loss is -mean D(G(z))."""
-
-    def forward(self, output, label):
-        return F.relu(1 - (2 * label - 1) * output).mean()
-
-    @staticmethod
-    def generator_loss(output):
-        return -output.mean()
-
-
-def d_returns_logits(args, device):
-    """D drops its Sigmoid for the hinge loss, and for --amp (BCEWithLogitsLoss)."""
-    return args.loss == "hinge" or (args.amp and amp_supported(device))
-
-
-def apply_spectral_norm(netD):
-    """--spectral-norm (Miyato et al., 2018): each of D's convolutions divided by its
-    largest singular value, estimated by one power iteration a step. D's BatchNorm layers
-    become identities, as in SNGAN's D: they rescale each feature by the batch's spread,
-    which would undo the bound. Shapes change, so a run cannot switch it on resume."""
-    for index, layer in enumerate(netD.main):
-        if isinstance(layer, nn.Conv2d):
-            nn.utils.parametrizations.spectral_norm(layer)
-        elif isinstance(layer, nn.BatchNorm2d):
-            netD.main[index] = nn.Identity()
-
-
-def learning_rates(args):
-    """(D's, G's) Adam learning rate: --lr-d and --lr-g (TTUR, Heusel et al., 2017), each
-    --lr when not given."""
-    return (args.lr if args.lr_d is None else args.lr_d,
-            args.lr if args.lr_g is None else args.lr_g)
-
-
-def ema_decay(decay, rampup, iteration):
-    """StyleGAN2's EMA warm-up (ema_rampup): the average spans at most `rampup` times the
-    training seen so far (a half-life of rampup x iterations), so that a short run's EMA
-    does not drag the random initial weights along; `decay` once the run is long enough.
-    It is 0 (the EMA is G) at iteration 0. rampup 0: `decay` throughout."""
-    if not rampup:
-        return decay
-    if iteration == 0:
-        return 0.0
-    return min(decay, 0.5 ** (1 / (rampup * iteration)))
-
-
-# ----------------------------------------------------------------------------------------
-# Metrics: sliced Wasserstein distance (Karras et al., 2018, Progressive GAN), EMA
-# ----------------------------------------------------------------------------------------
 
 def _binomial_kernel(channels, scale, device):
     k = torch.tensor([1., 4., 6., 4., 1.], device=device)
@@ -2067,28 +1910,19 @@ def generated_uint8(netG, noise, batch_size=500):
     return torch.cat(out)
 
 
-def real_uint8(images, pixels, indices, workers):
-    """The real images at indices as uint8, from the cache when there is one."""
-    if pixels is not None:
-        return pixels[torch.as_tensor(indices)].cpu()
-    arrays = [array for _, array in decode_batches(images, indices, workers,
-                                                   "decoding evaluation images")]
-    if not arrays:
-        raise UserError(f"--eval-dataroot {images.root}: none of its images could be read")
-    return torch.from_numpy(np.concatenate(arrays))
+EVAL_SAMPLES = 2000  # generated and real images per SWD evaluation (--eval-samples)
 
 
 class SWDEvaluator:
-    """SWD of G's images against a fixed set of real ones, beside the real-vs-real floor
-    (a second, disjoint set of real images against the same set). Everything it draws
-    comes from generators of its own, so that evaluation changes no training number."""
+    """SWD of G's images against a fixed set of real ones (held-out, or training images),
+    beside the real-vs-real floor (a disjoint set of training images against the same set).
+    It draws from generators of its own: evaluation changes no training number."""
 
-    def __init__(self, images, pixels, args, device, log=print):
+    def __init__(self, images, pixels, held_out, args, device, log=print):
         self.nz, self.device, self.seed, self.log = args.nz, device, args.seed, log
         order = torch.randperm(len(images) if pixels is None else len(pixels),
                                generator=torch.Generator().manual_seed(args.seed))
-        if args.eval_dataroot:
-            held_out = make_dataset(args.eval_dataroot, args.image_size, args.nc, "--eval-dataroot")
+        if held_out is not None:
             n = min(args.eval_samples, len(held_out), len(order))
             held_order = torch.randperm(len(held_out), generator=torch.Generator().manual_seed(args.seed))
             self.real = real_uint8(held_out, None, held_order[:n].tolist(), args.workers)
@@ -2103,7 +1937,8 @@ class SWDEvaluator:
         self.floor = swd(self.real.to(device), other.to(device), seed=args.seed)
         log(f"SWD x1e3 floor (real vs real, {n} vs {n} images): {format_swd(self.floor)}")
 
-    def evaluate(self, netG, iteration):
+    def measure(self, netG, iteration):
+        """The eval.csv row of G at this iteration: SWD per level, and the floor."""
         fake = generated_uint8(netG, self.noise.to(self.device))
         result = swd(self.real.to(self.device), fake.to(self.device), seed=self.seed)
         self.log(f"[iteration {iteration}] SWD x1e3: {format_swd(result)} "
@@ -2119,12 +1954,9 @@ def format_swd(result):
 
 
 def write_eval_csv(path, evals):
-    if not evals:
-        return
-    columns = list(evals[0])
-    text = ",".join(columns) + "\n" + "".join(
-        ",".join(str(e[c]) for c in columns) + "\n" for e in evals)
-    atomic_write(path, lambda f: f.write(text.encode()))
+    if evals:
+        atomic_write(path, lambda f: f.write(csv_text(
+            [list(evals[0])] + [list(e.values()) for e in evals]).encode()))
 
 
 def save_swd_curve(evals, path):
@@ -2141,47 +1973,215 @@ def save_swd_curve(evals, path):
     fig.savefig(path, bbox_inches="tight")
 
 
+# ----------------------------------------------------------------------------------------
+# The run: every input checked before anything is written, the outdir held, the extras
+# around the training loop
+# ----------------------------------------------------------------------------------------
 
-@torch.no_grad()
-def update_ema(ema, model, decay):
-    """ema <- decay * ema + (1 - decay) * model for weights; BatchNorm buffers copied."""
-    for averaged, current in zip(ema.parameters(), model.parameters()):
-        averaged.lerp_(current, 1 - decay)
-    for averaged, current in zip(ema.buffers(), model.buffers()):
-        averaged.copy_(current)
+def open_inputs(args, proc, checkpoint):
+    """Checks every input before anything is written: downloads CelebA when asked, opens
+    the dataset and the held-out one (or None), compares them with a resumed run's, and
+    sizes the networks against the device's memory. Returns both datasets."""
+    if args.download and proc.writes:
+        download_celeba(args.dataroot)
+    barrier(proc)
+    images = make_dataset(args.dataroot, args.image_size, args.nc)
+    held_out = open_eval_images(args, images) if args.eval_every else None
+    if checkpoint is not None:
+        check_same_data(checkpoint, images, args, proc)
+    check_network_memory(args, proc)
+    if args.tensorboard:
+        summary_writer()
+    return images, held_out
+
+
+def start_run(args, proc, checkpoint):
+    """Once every input is checked: takes the outdir for this run, prints the configuration
+    and writes config.json. Returns the run's Outputs, to hold (with) for the whole run."""
+    outputs = Outputs(args.outdir)
+    if proc.writes:
+        with contextlib.ExitStack() as undo:  # on an error here, the outdir is let go
+            undo.callback(outputs.close)
+            writable_folder("--outdir", args.outdir)
+            os.makedirs(outputs.path("progress"), exist_ok=True)
+            if not outputs.lock():
+                proc.log("note: no file locks here (fcntl); nothing stops a second run from "
+                         "writing into the same --outdir")
+            if checkpoint is None and os.path.exists(checkpoint_path(args.outdir)):
+                raise UserError(f"--outdir {args.outdir}: holds the checkpoint of an earlier "
+                                "run; continue it with --resume, or start afresh in another "
+                                f"--outdir (or after deleting {checkpoint_path(args.outdir)})")
+            if args.tensorboard:
+                outputs.tensorboard = summary_writer()(outputs.path("tensorboard"))
+            proc.log("Configuration:")
+            for key, value in vars(args).items():
+                proc.log(f"  {key}: {value}")
+            proc.log(f"  (device: {proc.device}, processes: {proc.world_size}, torch {torch.__version__})")
+            atomic_write(outputs.path("config.json"),
+                         lambda f: f.write(json.dumps(vars(args), indent=2).encode()))
+            undo.pop_all()
+    return outputs
+
+
+class Outputs(contextlib.AbstractContextManager):
+    """The run's hold on --outdir: an exclusive lock on OUTDIR/run.lock for the whole run,
+    so that a second run there stops at once, and the TensorBoard writer."""
+
+    def __init__(self, outdir):
+        self.outdir, self.lock_file, self.tensorboard = outdir, None, None
+
+    def path(self, *names):
+        return os.path.join(self.outdir, *names)
+
+    def lock(self):
+        """Takes the lock, or says in one line which run holds it. False without fcntl."""
+        self.lock_file = take_lock(self.path("run.lock"), wait=False)
+        if self.lock_file is None:
+            with open(self.path("run.lock")) as f:
+                holder = f.read().strip() or "another process"
+            raise UserError(f"--outdir {self.outdir}: another run is writing there ({holder}); "
+                            "wait for it to end or stop it, or choose another --outdir")
+        self.lock_file.truncate(0)
+        self.lock_file.write(f"PID {os.getpid()} on {socket.gethostname()}, since "
+                             f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        self.lock_file.flush()
+        return fcntl is not None
+
+    def close(self):
+        if self.tensorboard:
+            self.tensorboard.close()
+            self.tensorboard = None
+        if self.lock_file:
+            self.lock_file.close()  # lets go of the lock
+            self.lock_file = None
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def prepare_training(state, args, proc, checkpoint, num_batches):
+    """Set-up before the loop: the EMA generator, the checkpoint's state, the metrics
+    file, and the networks as the step runs them (channels-last, autocast, compile, DDP)."""
+    broadcast(state.fixed_noise, proc)  # every rank draws the grids (SyncBatchNorm): same noise
+    if args.ema is not None:
+        state.ema = copy.deepcopy(state.netG).requires_grad_(False)  # averaged, never trained
+    if args.diffaug:
+        state.augment = DiffAugment(args.diffaug)
+    if checkpoint is not None:
+        restore_training(state, checkpoint, args, proc, num_batches)
+    state.metrics = Metrics(os.path.join(args.outdir, "metrics.csv"),
+                            checkpoint["metrics"] if checkpoint else [], write=proc.writes)
+    state.trainG = prepare_for_training(state.netG, args, proc)
+    state.trainD = prepare_for_training(state.netD, args, proc, logits=state.logits)
+
+
+class Extras:
+    """What this program adds around the tutorial's loop, each as one call from it: the EMA,
+    the progress bar, TensorBoard, grids on disk, SWD, checkpoints, stopping on a signal.
+    None changes the loop's position. A context manager: it holds the signal handlers."""
+
+    def __init__(self, args, proc, state, images, pixels, held_out, outputs, num_batches):
+        self.args, self.proc, self.state = args, proc, state
+        self.tensorboard, self.out = outputs.tensorboard, outputs.path
+        self.checkpoint_file, self.num_batches = checkpoint_path(args.outdir), num_batches
+        # what the checkpoint records of the data, so that a resume can tell a change
+        self.data = {"images": len(images), "digest": file_digest(images)}
+        self.evaluator = (SWDEvaluator(images, pixels, held_out, args, proc.device, proc.log)
+                          if args.eval_every and proc.writes else None)
+        if proc.writes:
+            write_eval_csv(self.out("eval.csv"), state.evals)
+        self.bar = tqdm(total=args.num_epochs * num_batches, initial=state.iteration, unit="img",
+                        unit_scale=args.batch_size, dynamic_ncols=True,
+                        disable=None if proc.writes else True)
+        self.stop = StopRequest(proc)
+        self.epoch_steps, self.epoch_clock = 0, time.time()
+        self.logged_rows = len(state.metrics.rows)
+
+    def __enter__(self):
+        self.stop.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.__exit__(*exc)
+        if self.epoch_steps and exc[0] is None:
+            self._epoch_summary(self.state.epoch)
+        self.bar.close()
+        if self.tensorboard:
+            self.after_stats()
+
+    def after_step(self):
+        if self.state.ema is not None:
+            decay = ema_decay(self.args.ema, self.args.ema_rampup, self.state.iteration - 1)
+            update_ema(self.state.ema, self.state.netG, decay)
+        self.bar.update(1)
+        self.epoch_steps += 1
+
+    def after_stats(self):
+        """Sends TensorBoard the rows that reached the host since the last call (a
+        checkpoint brings rows to the host too)."""
+        if self.tensorboard:
+            log_scalars(self.tensorboard, self.state.metrics.rows[self.logged_rows:])
+            self.logged_rows = len(self.state.metrics.rows)
+
+    def after_grid(self):
+        iteration, grid = self.state.img_iterations[-1], self.state.img_list[-1]
+        if self.proc.writes:
+            save_grid(grid, self.out("progress", f"iter_{iteration:07d}.png"))
+        if self.tensorboard:
+            self.tensorboard.add_image("fixed_noise", grid, iteration)
+
+    def measure(self, iters, last):
+        """SWD every --eval-every iterations and at the end, into eval.csv."""
+        if self.evaluator and (iters % self.args.eval_every == 0 or last):
+            self.state.evals.append(self.evaluator.measure(self.state.sampleG, iters))
+            write_eval_csv(self.out("eval.csv"), self.state.evals)
+            if self.tensorboard:
+                self.tensorboard.add_scalar("swd_avg", self.state.evals[-1]["swd_avg"], iters)
+
+    def save_checkpoint(self, iters, due=False):
+        """Writes checkpoint.pt when due (the end, a stop) or every --checkpoint-every."""
+        if due or iters % self.args.checkpoint_every == 0:
+            self.save()
+
+    def end_epoch(self, epoch):
+        self._epoch_summary(epoch)
+        self.save()
+
+    def save(self):
+        with self.stop.deferred():  # a second signal now waits for the file to be whole
+            save_checkpoint(self.checkpoint_file, self.args, self.state, self.proc,
+                            self.num_batches, self.data)
+
+    def _epoch_summary(self, epoch):
+        """Without a progress bar (not a terminal), one line per epoch on stderr."""
+        if self.proc.writes and self.bar.disable:
+            took = time.time() - self.epoch_clock
+            print(f"epoch {epoch}/{self.args.num_epochs}: {self.epoch_steps} iterations in "
+                  f"{took:.0f} s, {self.epoch_steps * self.args.batch_size / max(took, 1e-9):.1f} "
+                  "images/s", file=sys.stderr)
+        self.epoch_steps, self.epoch_clock = 0, time.time()
+
+    def stopped(self):
+        """After a signal: says how to resume; returns the exit status 128 + signal."""
+        self.proc.log(f"Stopped by {signal.Signals(self.stop.signum).name} after iteration "
+                      f"{self.state.iteration}; checkpoint written to {self.checkpoint_file}. "
+                      f"Resume with: python dcgan.py --resume {self.checkpoint_file}")
+        finish_distributed(self.proc)
+        return 128 + self.stop.signum
+
+    def diverged(self, error):
+        iteration = self.state.iteration if error.iteration is None else error.iteration
+        path = self.checkpoint_file
+        advice = (f"the last good checkpoint, {path}, is intact; resume from it with a lower "
+                  "--lr" if os.path.exists(path) else "no checkpoint was written before it; "
+                  "start again with a lower --lr")
+        return UserError(f"training diverged at iteration {iteration}: a loss or D output "
+                         f"became NaN or infinite; {advice}")
 
 
 # ----------------------------------------------------------------------------------------
-# Sampling from a trained generator
+# Sampling and evaluation: the generate and evaluate commands
 # ----------------------------------------------------------------------------------------
-
-def generator_from_weights(state_dict, path):
-    """Rebuilds the Generator that a state dict (netG.pt, the tutorial's own, or a
-    checkpoint's) belongs to, from the shapes of its weights."""
-    state_dict = {k.removeprefix("module.").removeprefix("_orig_mod."): v
-                  for k, v in state_dict.items()}
-    convs = [v for k, v in state_dict.items() if k.startswith("main.") and v.dim() == 4]
-    try:
-        nz, ngf, nc = convs[0].shape[0], convs[-1].shape[0], convs[-1].shape[1]
-        netG = Generator(nz, ngf, nc, image_size=4 * 2 ** (len(convs) - 1))
-        netG.load_state_dict(state_dict)
-    except (IndexError, RuntimeError, ValueError):
-        raise UserError(f"--checkpoint {path}: does not hold a DCGAN generator of this "
-                        "program's architecture") from None
-    return netG
-
-
-def generator_from_checkpoint(path, device):
-    """(G, config) from checkpoint.pt (its EMA generator if it has one) or netG.pt."""
-    checkpoint = load_checkpoint(path, device)
-    if checkpoint.get("format") == CHECKPOINT_FORMAT:
-        weights = checkpoint.get("ema") or checkpoint.get("netG")
-        if weights is None:
-            raise UserError(f"--checkpoint {path}: a damaged checkpoint: it holds no generator; "
-                            "use an intact copy, or netG.pt")
-        return generator_from_weights(weights, path).to(device), checkpoint.get("config", {})
-    return generator_from_weights(checkpoint, path).to(device), {}
-
 
 def slerp(a, b, t):
     """Spherical interpolation between latent vectors a and b (rows), t in [0, 1]."""
@@ -2236,21 +2236,23 @@ def evaluate(args):
     netG, config = generator_from_checkpoint(args.checkpoint, device)
     given = {k: getattr(args, k) for k in ("dataroot", "eval_dataroot", "eval_samples",
                                             "seed", "cache_dir") if getattr(args, k) is not None}
-    cfg = argparse.Namespace(**settings(config, dict(
-        given, workers=args.workers, nz=netG.nz, nc=netG.nc, image_size=netG.image_size)))
-    cfg.cache_dir = cfg.cache_dir or default_cache_dir()
+    # the flags given here, else the training run's, else training's defaults
+    defaults = dict(dataroot=TUTORIAL_INPUTS["dataroot"], eval_dataroot=None,
+                    eval_samples=EVAL_SAMPLES, seed=TUTORIAL_INPUTS["seed"], cache_dir=None)
+    cfg = argparse.Namespace(**defaults)
+    vars(cfg).update({k: v for k, v in config.items() if k in defaults}, **given)
+    vars(cfg).update(workers=args.workers, nz=netG.nz, nc=netG.nc, image_size=netG.image_size)
     images = make_dataset(cfg.dataroot, cfg.image_size, cfg.nc)
-    check_eval_sizes(images, cfg.eval_dataroot and make_dataset(
-        cfg.eval_dataroot, cfg.image_size, cfg.nc, "--eval-dataroot"))
+    held_out = open_eval_images(cfg, images)
     pixels = load_pixel_cache(images, cfg.image_size, cfg.nc, cfg.cache_dir, cfg.workers)
-    evaluator = SWDEvaluator(images, pixels, cfg, device)
-    row = evaluator.evaluate(netG, "final")
+    evaluator = SWDEvaluator(images, pixels, held_out, cfg, device)
+    row = evaluator.measure(netG, "final")
     print(f"swd_avg {row['swd_avg']:.2f} (floor {row['floor_avg']:.2f})")
     return 0
 
 
 # ----------------------------------------------------------------------------------------
-# Command line and entry point
+# Command line, the configuration resolved once, and the entry point
 # ----------------------------------------------------------------------------------------
 
 # Settings that define the models' shapes or the meaning of an iteration: a resumed run
@@ -2308,10 +2310,12 @@ def diffaug_policy(text):
 
 
 # torch seeds are 64-bit; each rank, and a reseeded resume, adds a little to it
-seed = number("seed", int, lambda v: 0 <= v < 2 ** 63, f"a whole number from 0 to {2 ** 63 - 1}")
+seed_number = number("seed_number", int, lambda v: 0 <= v < 2 ** 63,
+                     f"a whole number from 0 to {2 ** 63 - 1}")
 
 
-def image_size(text):
+def image_side(text):
+    """--image-size's value: a power of two of at least 32."""
     value = int(text)
     if value < 32 or value & (value - 1):
         raise argparse.ArgumentTypeError(
@@ -2339,7 +2343,7 @@ def get_args_parser():
                           help="processes that decode images")
     tutorial.add_argument("--batch-size", type=positive_int, default=inputs["batch_size"],
                           help="images per iteration (the global batch under torchrun)")
-    tutorial.add_argument("--image-size", type=image_size, default=inputs["image_size"],
+    tutorial.add_argument("--image-size", type=image_side, default=inputs["image_size"],
                           help="side of the square training images: a power of two >= 32")
     tutorial.add_argument("--nc", type=int, choices=(1, 3), default=inputs["nc"],
                           help="colour channels: 3 for RGB, 1 for grayscale")
@@ -2357,7 +2361,7 @@ def get_args_parser():
                           help="Adam beta1 of both networks")
     tutorial.add_argument("--ngpu", type=non_negative_int, default=inputs["ngpu"],
                           help="GPUs for nn.DataParallel; 0 trains on the CPU")
-    tutorial.add_argument("--seed", type=seed, default=inputs["seed"], help="random seed")
+    tutorial.add_argument("--seed", type=seed_number, default=inputs["seed"], help="random seed")
 
     run = parser.add_argument_group("the run")
     run.add_argument("--outdir", default="outputs", help="where every output is written")
@@ -2428,7 +2432,7 @@ def get_args_parser():
     measure.add_argument("--eval-every", type=positive_int, default=None,
                          help="every this many iterations and at the end, the sliced "
                               "Wasserstein distance (SWD) of G's images to real ones")
-    measure.add_argument("--eval-samples", type=positive_int, default=2000,
+    measure.add_argument("--eval-samples", type=positive_int, default=EVAL_SAMPLES,
                          help="generated and real images per SWD evaluation")
     measure.add_argument("--eval-dataroot", default=None,
                          help="held-out real images for SWD (default: training images)")
@@ -2463,7 +2467,7 @@ def get_generate_parser():
                         help="where to write (default: a samples/ folder beside the checkpoint)")
     parser.add_argument("--num-samples", type=positive_int, default=64,
                         help="how many images")
-    parser.add_argument("--seed", type=seed, default=999, help="seed of the latent vectors")
+    parser.add_argument("--seed", type=seed_number, default=999, help="seed of the latent vectors")
     parser.add_argument("--single-files", action="store_true",
                         help="also write each image as its own PNG (for FID tools)")
     parser.add_argument("--interpolate", action="store_true",
@@ -2485,8 +2489,8 @@ def get_evaluate_parser():
     parser.add_argument("--eval-dataroot", default=None,
                         help="held-out real images (default: the checkpoint's, if any)")
     parser.add_argument("--eval-samples", type=positive_int, default=None,
-                        help="images per set (default: the checkpoint's, else 2000)")
-    parser.add_argument("--seed", type=seed, default=None,
+                        help=f"images per set (default: the checkpoint's, else {EVAL_SAMPLES})")
+    parser.add_argument("--seed", type=seed_number, default=None,
                         help="seed (default: the checkpoint's, so numbers match training's)")
     parser.add_argument("--workers", type=non_negative_int, default=2,
                         help="processes that decode images")
@@ -2522,15 +2526,8 @@ def resolve_resume(args, given):
     """
     if args.resume is None:
         return args, None
-    path = args.resume or os.path.join(args.outdir, "checkpoint.pt")
-    checkpoint = load_checkpoint(path, "cpu", flag="--resume")
-    if checkpoint.get("format") != CHECKPOINT_FORMAT:
-        raise UserError(f"--resume {path}: this file holds only network weights; resume "
-                        "needs the checkpoint.pt that training writes beside it")
-    missing = [key for key in CHECKPOINT_FIELDS if key not in checkpoint]
-    if missing:
-        raise UserError(f"--resume {path}: a damaged checkpoint: it lacks {', '.join(missing)}; "
-                        "use an intact copy")
+    path = args.resume or checkpoint_path(args.outdir)
+    checkpoint = load_checkpoint(path, "cpu", flag="--resume", whole=True)
     saved = settings(checkpoint["config"])
     fixed = [f"--{k.replace('_', '-')} {saved[k]} -> {given[k]}"
              for k in FIXED_ON_RESUME if k in given and given[k] != saved[k]]
@@ -2546,6 +2543,34 @@ def resolve_resume(args, given):
     if changed and int(os.environ.get("RANK", "0")) == 0:  # torchrun starts one per rank
         print(f"Resuming with changed settings: {', '.join(changed)}")
     return argparse.Namespace(**resumed), checkpoint
+
+
+def resolve_settings(args, proc):
+    """The one place where settings follow from others or from this machine (the checkpoint
+    interval, the workers, features this device or job cannot give: one line each). The
+    run prints the settings it returns, saves them in config.json and never changes them."""
+    args = argparse.Namespace(**vars(args))
+    args.checkpoint_every = args.checkpoint_every or args.sample_every
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if args.workers > usable:
+        proc.log(f"note: --workers {args.workers} is more than the {usable} CPU cores here can "
+                 f"use; decoding with {usable}")
+        args.workers = usable
+    if args.amp and not amp_supported(proc.device):
+        proc.log(f"note: --amp uses bf16 autocast on CUDA only; training in float32 on {proc.device}")
+        args.amp = False
+    if args.amp and args.compile and args.channels_last:
+        proc.log("note: --amp --compile --channels-last together crashed in torch.compile's "
+                 "backward pass on CUDA; training without --channels-last")
+        args.channels_last = False
+    if args.sync_bn and proc.world_size == 1:
+        proc.log("note: --sync-bn matters only under torchrun with several processes")
+        args.sync_bn = False
+    elif args.sync_bn and proc.device.type != "cuda":
+        proc.log(f"note: --sync-bn needs CUDA (SyncBatchNorm); BatchNorm statistics stay per "
+                 f"process on {proc.device.type}")
+        args.sync_bn = False
+    return args
 
 
 def main(argv=None):

@@ -55,6 +55,7 @@ def main():
     if mode == "d_update":
         args = dcgan.get_args_parser().parse_args(sys.argv[3:])
         proc = dcgan.setup_distributed(args)
+        args = dcgan.resolve_settings(args, proc)
         rank, device = proc.rank, proc.device
         netG, netD = tiny_models()
         netG, netD = netG.to(device), netD.to(device)

@@ -130,6 +130,6 @@ def test_sync_bn_makes_the_one_process_d_update_on_two_gpus(tmp_path):
 
 def test_sync_bn_on_the_cpu_falls_back_with_a_notice(capsys):
     args = dcgan.get_args_parser().parse_args(["--sync-bn"])
-    dcgan.announce_fallbacks(args, dcgan.Process(rank=0, world_size=2, device=torch.device("cpu")))
+    dcgan.resolve_settings(args, dcgan.Process(rank=0, world_size=2, device=torch.device("cpu")))
     assert capsys.readouterr().out == ("note: --sync-bn needs CUDA (SyncBatchNorm); BatchNorm "
                                        "statistics stay per process on cpu\n")

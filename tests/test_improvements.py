@@ -104,7 +104,7 @@ def test_hinge_and_bce_give_the_known_values_on_hand_made_logits():
     assert nn.BCELoss()(logits.sigmoid(), real).item() == pytest.approx(expected_real, rel=1e-6)
     assert nn.BCEWithLogitsLoss()(logits, fake).item() == pytest.approx(expected_fake, rel=1e-6)
     args = dcgan.get_args_parser().parse_args(["--loss", "hinge"])
-    assert dcgan.d_returns_logits(args, torch.device("cpu"))
+    assert dcgan.d_returns_logits(args)
 
 
 def test_spectral_norm_keeps_ds_largest_singular_value_near_1(tiny, tmp_path):

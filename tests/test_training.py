@@ -243,11 +243,11 @@ def test_cuda_and_cuda0_are_one_device_and_only_cpu_batches_are_pinned():
     """--device cuda named the cache's cuda:0 another place and pinned a CUDA tensor."""
     cpu, cuda, cuda0, cuda1 = (torch.device(d) for d in ("cpu", "cuda", "cuda:0", "cuda:1"))
     assert dcgan.concrete_device(cuda) == cuda0
-    assert dcgan.how_to_move(cuda0, cuda) == dcgan.how_to_move(cuda, cuda0) == "none"
-    assert dcgan.how_to_move(cpu, cpu) == "none"
-    assert dcgan.how_to_move(cpu, cuda) == "pin and copy"
-    assert dcgan.how_to_move(cuda0, cuda1) == "copy"
-    assert dcgan.how_to_move(cuda0, cpu) == "copy"
+    assert dcgan.transfer_kind(cuda0, cuda) == dcgan.transfer_kind(cuda, cuda0) == "none"
+    assert dcgan.transfer_kind(cpu, cpu) == "none"
+    assert dcgan.transfer_kind(cpu, cuda) == "pin and copy"
+    assert dcgan.transfer_kind(cuda0, cuda1) == "copy"
+    assert dcgan.transfer_kind(cuda0, cpu) == "copy"
 
 
 def test_deterministic_changes_no_cpu_number_and_a_resume_keeps_it(tiny, tmp_path, finished_run):
