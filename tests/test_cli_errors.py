@@ -105,26 +105,6 @@ def test_a_new_run_never_overwrites_an_earlier_runs_checkpoint(tiny, tmp_path, c
     assert (tmp_path / "out" / "checkpoint.pt").read_bytes() == before
 
 
-def test_download_failure_ends_in_the_manual_steps(tiny, tmp_path, capsys, monkeypatch):
-    def refuse(*args, **kwargs):
-        raise RuntimeError("Too many users have viewed or downloaded this file recently.")
-    monkeypatch.setattr(dcgan.dset, "CelebA", refuse)
-    root = tmp_path / "celeba"
-    status, out, err = run(tiny("out", "--download", dataroot=str(root)), capsys)
-    assert status == 2
-    message = one_error_line(err)
-    assert message.startswith("--download failed (Too many users have viewed or downloaded "
-                              "this file recently.): the mirror often refuses (quota); " + CELEBA_HINT)
-    assert message.endswith(f"and unzip it into {root}")
-
-
-def test_download_needs_a_folder_named_celeba(tiny, tmp_path, capsys):
-    status, out, err = run(tiny("out", "--download", dataroot=str(tmp_path / "faces")), capsys)
-    assert status == 2
-    assert one_error_line(err) == ("--download saves CelebA into a folder named celeba "
-                                   f"(torchvision's layout); use --dataroot {tmp_path / 'celeba'}")
-
-
 def test_tensorboard_without_the_package(tiny, capsys, monkeypatch):
     import builtins
     real_import = builtins.__import__

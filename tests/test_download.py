@@ -1,0 +1,205 @@
+"""--download against a stand-in Hub on 127.0.0.1: the real client, the real download,
+verification, resume, interruption, offline machines and full disks. No test reaches
+the internet."""
+import glob
+import hashlib
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+import dcgan
+from conftest import make_images, run
+from fake_hub import FakeHub
+from test_cli_errors import one_error_line
+from test_faults import start, wait_for
+
+
+def celeba_zip(folder, count=20, size=(44, 52)):
+    """A zip laid out as the official one: img_align_celeba/000001.jpg ... (random pixels)."""
+    images = make_images(folder / "src" / "img_align_celeba", count, size=size)
+    path = folder / "img_align_celeba.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for k, name in enumerate(sorted(os.listdir(images)), 1):
+            archive.write(os.path.join(images, name), f"img_align_celeba/{k:06d}.jpg")
+    return path.read_bytes()
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """A running stand-in Hub, with HF_ENDPOINT pointing at it and an empty HF_HOME."""
+    with FakeHub() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        yield server
+
+
+def hub_env(hub, tmp_path, **extra):
+    return dict(os.environ, HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf-home"),
+                PYTHONDONTWRITEBYTECODE="1", **extra)
+
+
+def leftovers(dataroot):
+    """What in dataroot could be taken for CelebA, or is a partial file."""
+    return sorted(os.listdir(dataroot)) if os.path.isdir(dataroot) else []
+
+
+def test_download_from_a_hub_repo_makes_the_tutorials_layout_and_trains(hub, tiny, tmp_path, capsys):
+    data = celeba_zip(tmp_path)
+    hub.serve("fake/celeba", "img_align_celeba.zip", data)
+    root = tmp_path / "celeba"
+    status, out, err = run(tiny("out", "--download", "--download-from", "fake/celeba",
+                                dataroot=str(root)), capsys)
+    assert status == 0, err
+    assert sorted(os.listdir(root / "img_align_celeba")) == [f"{k:06d}.jpg" for k in range(1, 21)]
+    assert leftovers(root) == ["img_align_celeba"]  # no zip, no .part, no unpacking folder
+    md5 = hashlib.md5(data).hexdigest()
+    assert (f"note: fake/celeba's img_align_celeba.zip is not the official file (MD5 {md5}); "
+            "using it as a copy of your own") in out
+    assert f"Unpacked 20 images into {root / 'img_align_celeba'}" in out
+    assert len(open(tmp_path / "out" / "metrics.csv").readlines()) == 1 + 6  # it trained
+    # --download-from REPO@REVISION asks for that revision
+    assert any("/datasets/fake/celeba/resolve/main/img_align_celeba.zip" in path
+               for _, path, _ in hub.requests)
+
+
+def test_an_existing_folder_needs_no_network(hub, tiny, tmp_path, capsys):
+    root = tmp_path / "celeba"
+    make_images(root / "img_align_celeba", 20)
+    status, out, err = run(tiny("out", "--download", "--max-iters", "1", dataroot=str(root)), capsys)
+    assert status == 0, err
+    assert hub.requests == []
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gdown") is not None,
+                    reason="with gdown installed, the Google Drive route would be tried")
+def test_a_copy_with_another_md5_is_refused_and_the_next_tried(hub, tiny, tmp_path, capsys, monkeypatch):
+    data = celeba_zip(tmp_path)
+    hub.serve("fake/unofficial", "img_align_celeba.zip", data)
+    monkeypatch.setattr(dcgan, "HUB_COPIES", ("fake/unofficial", "fake/gone"))
+    root = tmp_path / "celeba"
+    status, out, err = run(tiny("out", "--download", dataroot=str(root)), capsys)
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert lines[0] == (f"--download: fake/unofficial: its MD5 {hashlib.md5(data).hexdigest()} is "
+                        f"not the official {dcgan.CELEBA_ZIP_MD5}; trying the next copy")
+    assert lines[1] == ("--download: fake/gone: not found (RepositoryNotFoundError); "
+                        "trying the next copy")
+    assert one_error_line("\n".join(lines[2:])) == (
+        "--download: no Hub copy could be used, and torchvision's Google Drive route needs "
+        f"the gdown package (pip install gdown); {dcgan.MANUAL_ROUTES}, and unzip it into {root}")
+    assert leftovers(root) == []  # the refused file is gone
+
+
+def test_a_connection_cut_mid_file_resumes_on_the_next_download(hub, tiny, tmp_path, capsys):
+    # the client writes in blocks of 10 MiB: a cut after the first block keeps it
+    data = celeba_zip(tmp_path, count=20, size=(1000, 1200))
+    assert len(data) > 12 * 2**20
+    hub.serve("fake/celeba", "img_align_celeba.zip", data)
+    hub.cut_after = 11 * 2**20
+    root = tmp_path / "celeba"
+    argv = tiny("out", "--download-from", "fake/celeba", "--max-iters", "1", dataroot=str(root))
+    status, out, err = run(argv, capsys)
+    assert status == 2
+    message = one_error_line("\n".join(l for l in err.splitlines() if l.startswith("dcgan.py")))
+    assert message.startswith(f"--download: the connection broke after 10.0 MiB of "
+                              f"{dcgan.size_text(len(data))} (")
+    assert message.endswith("); run --download again to resume")
+    parts = glob.glob(str(root / ".img_align_celeba.zip.*.part"))
+    assert [os.path.getsize(p) for p in parts] == [10 * 2**20]
+    assert not (root / "img_align_celeba").exists() and not (root / "img_align_celeba.zip").exists()
+    assert not (tmp_path / "out").exists()  # nothing was written before the inputs were whole
+
+    hub.cut_after, hub.requests[:] = None, []
+    status, out, err = run(argv, capsys)
+    assert status == 0, err
+    assert ("GET", "/datasets/fake/celeba/resolve/main/img_align_celeba.zip",
+            f"bytes={10 * 2**20}-") in hub.requests
+    assert len(os.listdir(root / "img_align_celeba")) == 20
+    assert leftovers(root) == ["img_align_celeba"]
+
+
+def test_ctrl_c_during_the_unpack_leaves_nothing_that_looks_complete(hub, tmp_path, tiny):
+    hub.serve("fake/celeba", "img_align_celeba.zip", celeba_zip(tmp_path, count=4000, size=(8, 8)))
+    root = tmp_path / "celeba"
+    argv = tiny("out", "--download-from", "fake/celeba", "--max-iters", "1", dataroot=str(root))
+    process = subprocess.Popen([sys.executable, dcgan.__file__, *argv], env=hub_env(hub, tmp_path),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: glob.glob(str(root / ".unpacking-*" / "img_align_celeba" / "*.jpg"))
+             or process.poll() is not None, timeout=120)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "dcgan.py: interrupted"
+    assert leftovers(root) == ["img_align_celeba.zip"]  # the verified download stays
+
+    hub.requests[:] = []
+    assert run(argv) == 0
+    assert hub.requests == []  # the next run unpacks what it has
+    assert len(os.listdir(root / "img_align_celeba")) == 4000
+    assert leftovers(root) == ["img_align_celeba"]
+
+
+def test_offline_with_an_empty_cache_gives_the_manual_routes(hub, tmp_path, tiny):
+    root = tmp_path / "celeba"
+    done = subprocess.run([sys.executable, dcgan.__file__, *tiny("out", "--download", dataroot=str(root))],
+                          env=hub_env(hub, tmp_path, HF_HUB_OFFLINE="1"), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2
+    assert one_error_line(done.stderr) == (
+        f"--download: HF_HUB_OFFLINE is set, and CelebA is not here yet; {dcgan.MANUAL_ROUTES}, "
+        f"and unzip it into {root} (or copy a Hub cache from a machine with network)")
+    assert not root.exists() and hub.requests == []
+
+
+def test_no_network_gives_the_manual_routes(monkeypatch, tmp_path, tiny, capsys):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    root = tmp_path / "celeba"
+    status, out, err = run(tiny("out", "--download", dataroot=str(root)), capsys)
+    assert status == 2
+    message = one_error_line(err)
+    assert message.startswith("--download: cannot reach http://127.0.0.1:9 (")
+    assert message.endswith(f"{dcgan.MANUAL_ROUTES}, and unzip it into {root} (or copy a Hub "
+                            "cache from a machine with network)")
+    assert not root.exists()
+
+
+def test_a_full_disk_mid_download_names_the_sizes(hub, tmp_path, tiny):
+    data = celeba_zip(tmp_path, count=40, size=(178, 218))
+    hub.serve("fake/celeba", "img_align_celeba.zip", data)
+    root = tmp_path / "celeba"
+    os.makedirs(root)
+    # writes past a third of the zip fail, as on a full disk
+    process = start(tiny("out", "--download-from", "fake/celeba", dataroot=str(root)),
+                    limit_bytes=len(data) // 3)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 2
+    message = one_error_line("\n".join(l for l in err.splitlines() if l.startswith("dcgan.py")))
+    assert message.startswith("--download: the disk is full or the file too large (File too large) after ")
+    assert message.endswith(f"CelebA needs {dcgan.size_text(len(data))} for the zip and about as much "
+                            f"for the folder in {root}; free some space and run --download again")
+    assert not (root / "img_align_celeba").exists() and not (root / "img_align_celeba.zip").exists()
+
+
+def test_too_little_room_is_refused_before_downloading(hub, tmp_path, tiny, capsys):
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a small file system needs root")
+    try:
+        data = celeba_zip(tmp_path, count=30, size=(178, 218))  # about 0.6 MiB: zip and folder do not fit
+        hub.serve("fake/celeba", "img_align_celeba.zip", data)
+        status, out, err = run(tiny("out", "--download-from", "fake/celeba", dataroot=str(small)), capsys)
+        assert status == 2
+        assert one_error_line(err) == (
+            f"--download: CelebA needs {dcgan.size_text(len(data))} more for the zip and "
+            f"{dcgan.size_text(len(data))} for the unpacked folder, and {small} has 1.0 MiB free; "
+            "free some space or choose another --dataroot")
+        assert os.listdir(small) == [] and not any(method == "GET" for method, _, _ in hub.requests)
+    finally:
+        subprocess.run(["umount", str(small)])
