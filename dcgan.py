@@ -338,6 +338,7 @@ class TrainingState:
     img_list: list = dataclasses.field(default_factory=list)  # uint8 fixed-noise grids
     img_iterations: list = dataclasses.field(default_factory=list)
     evals: list = dataclasses.field(default_factory=list)
+    health: list = dataclasses.field(default_factory=list)  # the health monitor's warnings
     epoch: int = 0
     batch_in_epoch: int = 0
     iteration: int = 0
@@ -945,6 +946,9 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SI
                      if hasattr(signal, name))
 
 
+FAILURE_STOP = 256  # what StopRequest holds instead of a signal's number: --on-failure stop
+
+
 class StopRequest:
     """Turns the stop signals into a flag that the loop checks after each iteration, so that
     the run writes a checkpoint and says how to resume. Under torchrun the ranks vote every
@@ -974,6 +978,10 @@ class StopRequest:
         else:
             self.counting = None
         return self.stopping
+
+    def stop_for_failure(self):
+        """--on-failure stop: the run stops after this iteration, as on a signal."""
+        self.signum = self.signum or FAILURE_STOP
 
     @contextlib.contextmanager
     def deferred(self):
@@ -1810,7 +1818,7 @@ def save_checkpoint(path, args, state, proc, num_batches, data):
         "fixed_noise": state.fixed_noise.cpu(),
         "metrics": state.metrics.rows,
         "grids": state.img_list, "grid_iterations": state.img_iterations,
-        "evals": state.evals, "elapsed": state.seconds(),
+        "evals": state.evals, "health": state.health, "elapsed": state.seconds(),
     }
     try:
         atomic_write(path, lambda f: torch.save(checkpoint, f))
@@ -1885,6 +1893,7 @@ def restore_training(state, checkpoint, args, proc, num_batches):
     state.fixed_noise.copy_(checkpoint["fixed_noise"])
     state.img_list, state.img_iterations = list(checkpoint["grids"]), list(checkpoint["grid_iterations"])
     state.evals, state.elapsed, state.started = checkpoint["evals"], checkpoint["elapsed"], time.time()
+    state.health = list(checkpoint.get("health", []))  # older checkpoints have none
     state.iteration = checkpoint["iteration"]
     state.epoch, state.batch_in_epoch = checkpoint["epoch"], checkpoint["batch_in_epoch"]
     if state.batch_in_epoch >= num_batches:  # saved after an epoch's last batch
@@ -2172,6 +2181,106 @@ def save_swd_curve(evals, path):
 
 
 # ----------------------------------------------------------------------------------------
+# Health: saying, while it happens, that a run is failing, and what to try
+# ----------------------------------------------------------------------------------------
+
+# The thresholds, from runs on the 8,000-face sample (the README's "When a run goes wrong")
+HEALTH_WINDOW = 50  # iterations that a verdict on the losses looks back over
+D_WON_LOSS, D_WON_SHARE = 0.01, 0.9  # Loss_D below this in this share of the window
+FLAT_LOSSES = 1e-3  # both losses moved less than this over the window
+COLLAPSE_SPREAD = 0.1  # fixed-noise images this close (vs a real batch's spread), two grids running
+FAILURE_EXIT = 3  # --on-failure stop: the exit status
+HEALTH_README = "see the README, \"When a run goes wrong\""
+
+
+class HealthMonitor:
+    """Three signs that a run is lost, each said once, when it first shows: D has won
+    (Loss_D near 0 in almost every iteration of the window), G has collapsed (its
+    fixed-noise images are near copies of each other, measured against a real batch),
+    no learning (both losses flat: a learning rate far too high). It reads only the
+    statistics and the grids the loop already has: it draws no random number and changes
+    no training state. Events go to stdout, health.csv, TensorBoard and the checkpoint."""
+
+    def __init__(self, args, real_images, events=(), recent_rows=()):
+        self.args, self.events = args, [dict(e) for e in events]
+        self.real_spread = image_spread(real_images.float())
+        self.recent = list(recent_rows)[-HEALTH_WINDOW:]
+        self.last_spread = math.inf  # of the last grid, relative to the real batch's
+
+    def observe_rows(self, rows):
+        """The new metrics rows; returns the events they set off."""
+        found = []
+        for row in rows:
+            self.recent = (self.recent + [row])[-HEALTH_WINDOW:]
+            if len(self.recent) == HEALTH_WINDOW:
+                found += self._check_losses(row[1])
+        return found
+
+    def observe_grid(self, iteration, grid):
+        """A fixed-noise grid; returns the event it sets off, if any."""
+        ratio = image_spread(grid_images(grid, self.args.image_size).float()) / self.real_spread
+        previous, self.last_spread = self.last_spread, ratio
+        if max(ratio, previous) >= COLLAPSE_SPREAD:  # early grids can be alike for a while
+            return []
+        return self._fire(iteration, "g_collapsed", ratio, (
+            f"G has collapsed: its 64 fixed-noise images are near copies of each other (their "
+            f"mean distance is {ratio:.2f} of a real batch's, below {COLLAPSE_SPREAD} in two "
+            "grids running). What usually helps: --loss hinge --ema 0.999, or --diffaug, from an "
+            "earlier checkpoint or afresh"))
+
+    def _check_losses(self, iteration):
+        loss_d = [row[2] for row in self.recent]
+        loss_g = [row[3] for row in self.recent]
+        found = []
+        won = sum(value < D_WON_LOSS for value in loss_d)
+        if won >= D_WON_SHARE * HEALTH_WINDOW:
+            lr_d = self.args.lr if self.args.lr_d is None else self.args.lr_d
+            found += self._fire(iteration, "d_won", won / HEALTH_WINDOW, (
+                f"D has won: Loss_D was below {D_WON_LOSS} in {won} of the last "
+                f"{HEALTH_WINDOW} iterations (D(G(z)) {self.recent[-1][5]:.4f}), so G gets no "
+                f"gradient it can learn from. What usually helps: a slower D (--lr-d "
+                f"{lr_d / 2:g}), --loss hinge --ema 0.999, or --diffaug"))
+        spread = max(max(loss_d) - min(loss_d), max(loss_g) - min(loss_g))
+        if spread < FLAT_LOSSES:
+            found += self._fire(iteration, "no_learning", spread, (
+                f"the run has stopped learning: over the last {HEALTH_WINDOW} iterations "
+                f"Loss_D stayed at {loss_d[-1]:.4f} and Loss_G at {loss_g[-1]:.4f} (they moved "
+                f"by less than {FLAT_LOSSES}), as when the learning rate is far too high "
+                f"(--lr {self.args.lr:g}); start again with the tutorial's --lr 0.0002"))
+        return found
+
+    def _fire(self, iteration, signal_name, value, text):
+        if any(e["signal"] == signal_name for e in self.events):
+            return []  # said once; a resumed run keeps its history
+        event = {"iteration": iteration, "signal": signal_name, "value": float(value),
+                 "message": f"warning: iteration {iteration}: {text}; {HEALTH_README}"}
+        self.events.append(event)
+        return [event]
+
+
+def image_spread(images):
+    """The mean distance between two different images of a batch (flattened pixels)."""
+    flat = images.flatten(1).double()
+    n = len(flat)
+    return (torch.cdist(flat, flat).sum() / (n * (n - 1))).item()
+
+
+def grid_images(grid, size, columns=8, padding=2):
+    """The images of a make_grid grid (nrow 8, padding 2), as N x C x size x size."""
+    step = size + padding
+    rows = (grid.shape[1] - padding) // step
+    return torch.stack([grid[:, padding + r * step:padding + r * step + size,
+                             padding + c * step:padding + c * step + size]
+                        for r in range(rows) for c in range(columns)])
+
+
+def write_health_csv(path, events):
+    atomic_write(path, lambda f: f.write(csv_text(
+        [["iteration", "signal", "value", "message"]]
+        + [[e["iteration"], e["signal"], e["value"], e["message"]] for e in events]).encode()))
+
+
+# ----------------------------------------------------------------------------------------
 # The run: every input checked before anything is written, the outdir held, the extras
 # around the training loop
 # ----------------------------------------------------------------------------------------
@@ -2289,8 +2398,13 @@ class Extras:
         self.data = {"images": len(images), "digest": file_digest(images)}
         self.evaluator = (SWDEvaluator(images, pixels, held_out, args, proc.device, proc.log)
                           if args.eval_every and proc.writes else None)
+        count = len(images) if pixels is None else len(pixels)
+        self.health = (HealthMonitor(args, real_uint8(images, pixels, list(range(min(64, count))),
+                                                      args.workers), state.health, state.metrics.rows)
+                       if proc.writes else None)
         if proc.writes:
             write_eval_csv(self.out("eval.csv"), state.evals)
+            write_health_csv(self.out("health.csv"), state.health)
         self.bar = tqdm(total=args.num_epochs * num_batches, initial=state.iteration, unit="img",
                         unit_scale=args.batch_size, dynamic_ncols=True,
                         disable=None if proc.writes else True)
@@ -2318,11 +2432,14 @@ class Extras:
         self.epoch_steps += 1
 
     def after_stats(self):
-        """Sends TensorBoard the rows that reached the host since the last call (a
-        checkpoint brings rows to the host too)."""
+        """Gives TensorBoard and the health monitor the rows that reached the host since
+        the last call (a checkpoint brings rows to the host too)."""
+        rows = self.state.metrics.rows[self.logged_rows:]
+        self.logged_rows = len(self.state.metrics.rows)
         if self.tensorboard:
-            log_scalars(self.tensorboard, self.state.metrics.rows[self.logged_rows:])
-            self.logged_rows = len(self.state.metrics.rows)
+            log_scalars(self.tensorboard, rows)
+        if self.health:
+            self._report(self.health.observe_rows(rows))
 
     def after_grid(self):
         iteration, grid = self.state.img_iterations[-1], self.state.img_list[-1]
@@ -2330,6 +2447,21 @@ class Extras:
             save_grid(grid, self.out("progress", f"iter_{iteration:07d}.png"))
         if self.tensorboard:
             self.tensorboard.add_image("fixed_noise", grid, iteration)
+        if self.health:
+            self._report(self.health.observe_grid(iteration, grid))
+
+    def _report(self, events):
+        """The health monitor's warnings: said once, recorded, and with --on-failure
+        stop, a stop after this iteration."""
+        for event in events:
+            self.proc.log(event["message"])
+            if self.tensorboard:
+                self.tensorboard.add_text("health", event["message"], event["iteration"])
+        if events:
+            self.state.health = self.health.events
+            write_health_csv(self.out("health.csv"), self.state.health)
+            if self.args.on_failure == "stop":
+                self.stop.stop_for_failure()
 
     def measure(self, iters, last):
         """SWD every --eval-every iterations and at the end, into eval.csv."""
@@ -2363,12 +2495,16 @@ class Extras:
         self.epoch_steps, self.epoch_clock = 0, time.time()
 
     def stopped(self):
-        """After a signal: says how to resume; returns the exit status 128 + signal."""
-        self.proc.log(f"Stopped by {signal.Signals(self.stop.signum).name} after iteration "
-                      f"{self.state.iteration}; checkpoint written to {self.checkpoint_file}. "
-                      f"Resume with: python dcgan.py --resume {self.checkpoint_file}")
+        """After a signal (or a failure, with --on-failure stop): says how to resume;
+        returns the exit status, 128 + the signal's number (or FAILURE_EXIT)."""
+        failed = self.stop.signum == FAILURE_STOP
+        how = (f"after iteration {self.state.iteration}: the run is failing (--on-failure stop)"
+               if failed else f"by {signal.Signals(self.stop.signum).name} after iteration "
+               f"{self.state.iteration}")
+        self.proc.log(f"Stopped {how}; checkpoint written to {self.checkpoint_file}. Resume "
+                      f"with: python dcgan.py --resume {self.checkpoint_file}")
         finish_distributed(self.proc)
-        return 128 + self.stop.signum
+        return FAILURE_EXIT if failed else 128 + self.stop.signum
 
     def diverged(self, error):
         iteration = self.state.iteration if error.iteration is None else error.iteration
@@ -2583,6 +2719,10 @@ def get_args_parser():
                      help="continue the run saved in CHECKPOINT (default: "
                           "OUTDIR/checkpoint.pt) with its configuration; flags given "
                           "here override what may change")
+    run.add_argument("--on-failure", choices=("warn", "stop"), default="warn",
+                     help="when the health monitor sees the run failing (D has won, G has "
+                          "collapsed, no learning): warn once, or stop with a checkpoint "
+                          f"and exit status {FAILURE_EXIT}")
     run.add_argument("--deterministic", action="store_true",
                      help="repeatable on a GPU: deterministic kernels and no cuDNN "
                           "autotuning (slower; CPU runs are repeatable without it)")

@@ -2,6 +2,7 @@
 configuration that trains in about a second on the CPU."""
 import csv
 import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -88,3 +89,15 @@ def tiny_models(seed=0):
     netG.apply(dcgan.weights_init)
     netD.apply(dcgan.weights_init)
     return netG, netD
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A folder on a 1 MiB tmpfs, for runs that must find too little room (needs root)."""
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a small file system needs root")
+    yield small
+    subprocess.run(["umount", str(small)])

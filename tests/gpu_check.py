@@ -11,7 +11,6 @@ made in a temporary folder (a CelebA-sized folder is 202,599 links to 8,000 of t
 """
 import argparse
 import csv
-import json
 import os
 import subprocess
 import sys

@@ -185,21 +185,14 @@ def test_a_full_disk_mid_download_names_the_sizes(hub, tmp_path, tiny):
     assert not (root / "img_align_celeba").exists() and not (root / "img_align_celeba.zip").exists()
 
 
-def test_too_little_room_is_refused_before_downloading(hub, tmp_path, tiny, capsys):
-    small = tmp_path / "small"
-    small.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("mounting a small file system needs root")
-    try:
-        data = celeba_zip(tmp_path, count=30, size=(178, 218))  # about 0.6 MiB: zip and folder do not fit
-        hub.serve("fake/celeba", "img_align_celeba.zip", data)
-        status, out, err = run(tiny("out", "--download-from", "fake/celeba", dataroot=str(small)), capsys)
-        assert status == 2
-        assert one_error_line(err) == (
-            f"--download: CelebA needs {dcgan.size_text(len(data))} more for the zip and "
-            f"{dcgan.size_text(len(data))} for the unpacked folder, and {small} has 1.0 MiB free; "
-            "free some space or choose another --dataroot")
-        assert os.listdir(small) == [] and not any(method == "GET" for method, _, _ in hub.requests)
-    finally:
-        subprocess.run(["umount", str(small)])
+def test_too_little_room_is_refused_before_downloading(hub, small_filesystem, tmp_path, tiny, capsys):
+    small = small_filesystem
+    data = celeba_zip(tmp_path, count=30, size=(178, 218))  # about 0.6 MiB: zip and folder do not fit
+    hub.serve("fake/celeba", "img_align_celeba.zip", data)
+    status, out, err = run(tiny("out", "--download-from", "fake/celeba", dataroot=str(small)), capsys)
+    assert status == 2
+    assert one_error_line(err) == (
+        f"--download: CelebA needs {dcgan.size_text(len(data))} more for the zip and "
+        f"{dcgan.size_text(len(data))} for the unpacked folder, and {small} has 1.0 MiB free; "
+        "free some space or choose another --dataroot")
+    assert os.listdir(small) == [] and not any(method == "GET" for method, _, _ in hub.requests)

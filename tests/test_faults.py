@@ -262,20 +262,13 @@ def test_the_cache_is_mapped_not_loaded(faces, tmp_path):
     assert torch.equal(dcgan.normalize_pixels(pixels), torch.stack([images[i] for i in range(20)]))
 
 
-def test_a_cache_folder_without_room_is_refused_before_decoding(tiny, tmp_path, capsys):
-    small = tmp_path / "small"
-    small.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("mounting a small file system needs root")
-    try:
-        status, out, err = run(tiny("out", "--image-size", "256", "--cache-dir", str(small)), capsys)
-        assert status == 2
-        assert one_error_line(err) == (f"--cache-dir {small}: the image cache needs 3.8 MiB and "
-                                       "1.0 MiB is free there; give a --cache-dir with room, or --no-cache")
-        assert [f for f in os.listdir(small) if not f.endswith(".lock")] == []  # nothing decoded
-    finally:
-        subprocess.run(["umount", str(small)])
+def test_a_cache_folder_without_room_is_refused_before_decoding(tiny, small_filesystem, capsys):
+    small = small_filesystem
+    status, out, err = run(tiny("out", "--image-size", "256", "--cache-dir", str(small)), capsys)
+    assert status == 2
+    assert one_error_line(err) == (f"--cache-dir {small}: the image cache needs 3.8 MiB and "
+                                   "1.0 MiB is free there; give a --cache-dir with room, or --no-cache")
+    assert [f for f in os.listdir(small) if not f.endswith(".lock")] == []  # nothing decoded
 
 
 def test_a_killed_build_leaves_no_cache_that_looks_complete(tmp_path):
