@@ -67,6 +67,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.optim as optim
 import torch.utils.data
+import torch_fidelity
 import torchvision.datasets as dset
 import torchvision.transforms as transforms
 import torchvision.utils as vutils
@@ -586,8 +587,7 @@ def save_results(args, state, dataloader):
     # Grab a batch of real images from the dataloader (a new draw, as the tutorial's)
     real_batch = dataloader.first()
     save_real_vs_fake(real_batch, state.img_list[-1], out("real_vs_fake.png"))
-    if state.evals:
-        save_swd_curve(state.evals, out("swd.png"))
+    save_eval_curves(state.evals, args.outdir)
 
 
 # ----------------------------------------------------------------------------------------
@@ -2130,12 +2130,12 @@ class SWDEvaluator:
         order = torch.randperm(len(images) if pixels is None else len(pixels),
                                generator=torch.Generator().manual_seed(args.seed))
         if held_out is not None:
-            n = min(args.eval_samples, len(held_out), len(order))
+            n = min(args.eval_samples or EVAL_SAMPLES, len(held_out), len(order))
             held_order = torch.randperm(len(held_out), generator=torch.Generator().manual_seed(args.seed))
             self.real = real_uint8(held_out, None, held_order[:n].tolist(), args.workers)
             other = real_uint8(images, pixels, order[:len(self.real)].tolist(), args.workers)
         else:
-            n = min(args.eval_samples, len(order) // 2)
+            n = min(args.eval_samples or EVAL_SAMPLES, len(order) // 2)
             self.real = real_uint8(images, pixels, order[:n].tolist(), args.workers)
             other = real_uint8(images, pixels, order[n:2 * n].tolist(), args.workers)
         n = min(len(self.real), len(other))
@@ -2161,23 +2161,208 @@ def format_swd(result):
 
 
 def write_eval_csv(path, evals):
+    """eval.csv: a row per evaluation; a metric a row lacks (added on resume) is blank."""
+    columns = list(dict.fromkeys(key for e in evals for key in e))
     if evals:
         atomic_write(path, lambda f: f.write(csv_text(
-            [list(evals[0])] + [list(e.values()) for e in evals]).encode()))
+            [columns] + [[e.get(c, "") for c in columns] for e in evals]).encode()))
 
 
-def save_swd_curve(evals, path):
-    fig = new_figure((10, 5))
-    ax = fig.add_subplot()
-    ax.set_title("Sliced Wasserstein distance to real images (x1e3, lower is better)")
-    ax.plot([e["iteration"] for e in evals], [e["swd_avg"] for e in evals], marker="o",
-            label="G vs real (average over levels)")
-    ax.axhline(evals[-1]["floor_avg"], color="gray", linestyle="--", label="real vs real (floor)")
-    ax.set_xlabel("iterations")
-    ax.set_ylabel("SWD x1e3")
-    ax.set_yscale("log")
-    ax.legend()
-    fig.savefig(path, bbox_inches="tight")
+EVAL_CURVES = (  # eval.csv column, its floor, the figure's title and file
+    ("swd_avg", "floor_avg", "Sliced Wasserstein distance to real images (x1e3, lower is better)", "swd.png"),
+    ("fid", "floor_fid", "FID to real images (lower is better)", "fid.png"))
+
+
+def save_eval_curves(evals, outdir):
+    """swd.png and fid.png: each measured metric over the run, beside its floor."""
+    for key, floor, title, name in EVAL_CURVES:
+        points = [(e["iteration"], e[key]) for e in evals if e.get(key, "") != ""]
+        if not points:
+            continue
+        fig = new_figure((10, 5))
+        ax = fig.add_subplot()
+        ax.set_title(title)
+        ax.plot(*zip(*points), marker="o", label="G vs real")
+        ax.axhline(evals[-1][floor], color="gray", linestyle="--", label="real vs real (floor)")
+        ax.set_xlabel("iterations")
+        ax.set_yscale("log")
+        ax.legend()
+        fig.savefig(os.path.join(outdir, name), bbox_inches="tight")
+
+
+# ----------------------------------------------------------------------------------------
+# FID and KID: the field's yardstick, computed by torch-fidelity
+# ----------------------------------------------------------------------------------------
+
+FID_SAMPLES = 50_000  # generated images in the usual protocol, against all real images
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's Inception
+INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
+
+
+class GeneratorImages(torch_fidelity.GenerativeModelBase):
+    """G as torch-fidelity samples it: z from its seeded normal noise, uint8 images out,
+    straight from G in batches (no files)."""
+
+    def __init__(self, netG):
+        super().__init__()
+        self.netG = netG
+
+    @property
+    def z_size(self):
+        return self.netG.nz
+
+    @property
+    def z_type(self):
+        return "normal"
+
+    @property
+    def num_classes(self):
+        return 0
+
+    def forward(self, z):
+        return to_rgb(generated_uint8(self.netG, z.view(len(z), -1, 1, 1), len(z)).to(z.device))
+
+
+class PixelImages(torch.utils.data.Dataset):
+    """uint8 images (the decode-once cache's rows) as torch-fidelity reads them."""
+
+    def __init__(self, pixels):
+        self.pixels = pixels
+
+    def __len__(self):
+        return len(self.pixels)
+
+    def __getitem__(self, index):
+        return to_rgb(self.pixels[index])
+
+
+def to_rgb(images):
+    """Inception takes three channels: a grayscale image is repeated."""
+    return images.expand(*images.shape[:-3], 3, *images.shape[-2:]) if images.shape[-3] == 1 else images
+
+
+def inception_weights(path):
+    """The Inception weights to hand torch-fidelity: --fid-weights, or the copy in torch's
+    hub cache (downloaded there once). Loaded with weights_only=True first: a file that
+    would run code is refused, never run. One line when they cannot be had."""
+    cached = os.path.join(torch.hub.get_dir(), "checkpoints", INCEPTION_FILE)
+    if not path and not os.path.isfile(cached):
+        try:
+            os.makedirs(os.path.dirname(cached), exist_ok=True)
+            torch.hub.download_url_to_file(INCEPTION_URL, cached, progress=False)
+        except (OSError, ValueError) as error:  # URLError is an OSError
+            raise UserError(f"FID and KID need torch-fidelity's Inception weights, {INCEPTION_FILE} "
+                            f"(92 MB), which cannot be downloaded here ({reason(error)}); on a "
+                            f"machine with network fetch {INCEPTION_URL} and give it with "
+                            f"--fid-weights PATH, or put it in {os.path.dirname(cached)}") from None
+    path = path or cached
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"--fid-weights {path}: no such file; give the path of {INCEPTION_FILE}") from None
+    except pickle.UnpicklingError:
+        raise UserError(f"--fid-weights {path}: refused: the file holds Python objects that would "
+                        f"run code when loaded; use torch-fidelity's {INCEPTION_FILE}") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise UserError(f"--fid-weights {path}: not a PyTorch weights file ({reason(error)})") from None
+    return path
+
+
+class FidelityEvaluator:
+    """FID and KID (torch-fidelity, standard Inception) of G's images against all real
+    images (held-out, or training images) at the training size, beside the real-vs-real
+    floor (two disjoint halves of them). The real images' statistics are cached beside the
+    pixel cache, once per dataset and size. torch-fidelity draws from its own seeded
+    generator: evaluation changes no training number."""
+
+    def __init__(self, real, real_key, metrics, args, device, log=print):
+        self.metrics, self.device, self.log = metrics, device, log
+        self.seed, self.weights = args.seed, inception_weights(args.fid_weights)
+        limit = args.eval_samples
+        self.real = real[:limit] if limit else real
+        self.generated = min(limit, FID_SAMPLES) if limit else FID_SAMPLES
+        self.protocol = (f"{self.generated} generated vs {len(self.real)} real images, "
+                         f"{real.shape[-1]} px")
+        if limit:
+            self.protocol += ("; not comparable with papers, which use 50,000 generated "
+                              "images against all real ones")
+        # the real images' statistics, cached beside the pixel cache: once per dataset and size
+        self.cache_root = os.path.join(args.cache_dir or default_cache_dir(), "fidelity")
+        self.real_name = f"dcgan-real-{real_key}-{len(self.real)}"
+        self.floor = self._score(PixelImages(self.real[0::2]), PixelImages(self.real[1::2]),
+                                 input1_cache_name=f"{self.real_name}-even",
+                                 input2_cache_name=f"{self.real_name}-odd")
+        log(f"FID/KID floor (real vs real, two halves of {len(self.real)} images): "
+            f"{format_fidelity(self.floor)}")
+
+    def _score(self, input1, input2, **names):
+        return fidelity_scores(input1, input2, self.metrics, self.weights, self.device,
+                               self.seed, self.cache_root, **names)
+
+    def measure(self, netG, iteration):
+        """The eval.csv columns of G at this iteration: FID and KID, and their floors."""
+        scores = self._score(GeneratorImages(netG), PixelImages(self.real),
+                             input1_model_num_samples=self.generated, input2_cache_name=self.real_name)
+        self.log(f"[iteration {iteration}] {format_fidelity(scores)} ({self.protocol}; floor "
+                 f"{format_fidelity(self.floor)})")
+        row = {k: v for k, v in scores.items() if v is not None}
+        row.update({f"floor_{k}": v for k, v in self.floor.items() if v is not None})
+        return row
+
+
+def fidelity_evaluator(images, pixels, held_out, args, device, log=print):
+    """A FidelityEvaluator against all real images, the held-out ones or else the training
+    ones, from the decode-once cache (with --no-cache, decoded once for it)."""
+    real_images = held_out if held_out is not None else images
+    if held_out is None and pixels is not None:
+        real = pixels
+    elif getattr(args, "no_cache", False):
+        real = real_uint8(real_images, None, list(range(len(real_images))), args.workers)
+    else:
+        real = load_pixel_cache(real_images, args.image_size, args.nc, args.cache_dir, args.workers)
+    key = os.path.basename(cache_path(real_images, args.image_size, args.nc, ""))[:-len(".npy")]
+    return FidelityEvaluator(real, key, metric_names(args), args, device, log)
+
+
+def metric_names(args):
+    """The metrics asked for: --eval-metrics in training, --metrics in evaluate."""
+    return tuple((getattr(args, "metrics", None) or args.eval_metrics).split(","))
+
+
+def fidelity_scores(input1, input2, metrics, weights, device, seed, cache_root, **names):
+    """{"fid": ..., "kid": ...} (None where not asked) of two inputs, by torch-fidelity.
+    torch's global random stream is left as it was (its DataLoader draws a seed from it)."""
+    count = len(input2) if isinstance(input1, GeneratorImages) else min(len(input1), len(input2))
+    count = min(count, names.get("input1_model_num_samples", count))
+    with torch.random.fork_rng(devices=[]):
+        result = torch_fidelity.calculate_metrics(
+            input1=input1, input2=input2, fid="fid" in metrics, kid="kid" in metrics,
+            kid_subset_size=min(1000, count), cuda=device.type == "cuda", rng_seed=seed,
+            feature_extractor_weights_path=weights, save_cpu_ram=True, verbose=False,
+            cache_root=cache_root, **names)
+    return {"fid": result.get(torch_fidelity.KEY_METRIC_FID) if "fid" in metrics else None,
+            "kid": result.get(torch_fidelity.KEY_METRIC_KID_MEAN) if "kid" in metrics else None}
+
+
+def evaluators(images, pixels, held_out, args, device, log=print):
+    """The evaluators that --eval-metrics (evaluate: --metrics) asks for, in its order."""
+    names = metric_names(args)
+    found = [SWDEvaluator(images, pixels, held_out, args, device, log)] if "swd" in names else []
+    if "fid" in names or "kid" in names:
+        found.append(fidelity_evaluator(images, pixels, held_out, args, device, log))
+    return found
+
+
+def measure_all(evaluators, netG, iteration):
+    """One eval.csv row: every evaluator's columns for G at this iteration."""
+    row = {"iteration": iteration}
+    for evaluator in evaluators:
+        row.update(evaluator.measure(netG, iteration))
+    return row
+
+
+def format_fidelity(scores):
+    return ", ".join(f"{name.upper()} {value:.4g}" for name, value in scores.items() if value is not None)
 
 
 # ----------------------------------------------------------------------------------------
@@ -2297,6 +2482,8 @@ def open_inputs(args, proc, checkpoint):
     barrier(proc)
     images = make_dataset(args.dataroot, args.image_size, args.nc)
     held_out = open_eval_images(args, images) if args.eval_every else None
+    if args.eval_every and {"fid", "kid"} & set(metric_names(args)):
+        inception_weights(args.fid_weights)  # or one line: before anything is written
     if checkpoint is not None:
         check_same_data(checkpoint, images, args, proc)
     check_network_memory(args, proc)
@@ -2396,8 +2583,8 @@ class Extras:
         self.checkpoint_file, self.num_batches = checkpoint_path(args.outdir), num_batches
         # what the checkpoint records of the data, so that a resume can tell a change
         self.data = {"images": len(images), "digest": file_digest(images)}
-        self.evaluator = (SWDEvaluator(images, pixels, held_out, args, proc.device, proc.log)
-                          if args.eval_every and proc.writes else None)
+        self.evaluators = evaluators(images, pixels, held_out, args, proc.device, proc.log) \
+            if args.eval_every and proc.writes else []
         count = len(images) if pixels is None else len(pixels)
         self.health = (HealthMonitor(args, real_uint8(images, pixels, list(range(min(64, count))),
                                                       args.workers), state.health, state.metrics.rows)
@@ -2464,12 +2651,13 @@ class Extras:
                 self.stop.stop_for_failure()
 
     def measure(self, iters, last):
-        """SWD every --eval-every iterations and at the end, into eval.csv."""
-        if self.evaluator and (iters % self.args.eval_every == 0 or last):
-            self.state.evals.append(self.evaluator.measure(self.state.sampleG, iters))
+        """--eval-metrics every --eval-every iterations and at the end, into eval.csv."""
+        if self.evaluators and (iters % self.args.eval_every == 0 or last):
+            self.state.evals.append(measure_all(self.evaluators, self.state.sampleG, iters))
             write_eval_csv(self.out("eval.csv"), self.state.evals)
-            if self.tensorboard:
-                self.tensorboard.add_scalar("swd_avg", self.state.evals[-1]["swd_avg"], iters)
+            for key in ("swd_avg", "fid", "kid"):
+                if self.tensorboard and key in self.state.evals[-1]:
+                    self.tensorboard.add_scalar(key, self.state.evals[-1][key], iters)
 
     def save_checkpoint(self, iters, due=False):
         """Writes checkpoint.pt when due (the end, a stop) or every --checkpoint-every."""
@@ -2568,23 +2756,28 @@ def generate(args):
 
 
 def evaluate(args):
-    """The evaluate command: SWD of a finished model, as training computes it."""
+    """The evaluate command: --metrics (SWD, FID, KID) of a finished model, as training
+    computes them."""
     device = pick_device(args.device)
     netG, config = generator_from_checkpoint(args.checkpoint, device)
     given = {k: getattr(args, k) for k in ("dataroot", "eval_dataroot", "eval_samples",
                                             "seed", "cache_dir") if getattr(args, k) is not None}
     # the flags given here, else the training run's, else training's defaults
     defaults = dict(dataroot=TUTORIAL_INPUTS["dataroot"], eval_dataroot=None,
-                    eval_samples=EVAL_SAMPLES, seed=TUTORIAL_INPUTS["seed"], cache_dir=None)
+                    eval_samples=None, seed=TUTORIAL_INPUTS["seed"], cache_dir=None)
     cfg = argparse.Namespace(**defaults)
     vars(cfg).update({k: v for k, v in config.items() if k in defaults}, **given)
-    vars(cfg).update(workers=args.workers, nz=netG.nz, nc=netG.nc, image_size=netG.image_size)
+    vars(cfg).update(workers=args.workers, nz=netG.nz, nc=netG.nc, image_size=netG.image_size,
+                     metrics=args.metrics, fid_weights=args.fid_weights)
     images = make_dataset(cfg.dataroot, cfg.image_size, cfg.nc)
     held_out = open_eval_images(cfg, images)
     pixels = load_pixel_cache(images, cfg.image_size, cfg.nc, cfg.cache_dir, cfg.workers)
-    evaluator = SWDEvaluator(images, pixels, held_out, cfg, device)
-    row = evaluator.measure(netG, "final")
-    print(f"swd_avg {row['swd_avg']:.2f} (floor {row['floor_avg']:.2f})")
+    row = measure_all(evaluators(images, pixels, held_out, cfg, device), netG, "final")
+    if "swd_avg" in row:
+        print(f"swd_avg {row['swd_avg']:.2f} (floor {row['floor_avg']:.2f})")
+    for key in ("fid", "kid"):
+        if key in row:
+            print(f"{key} {row[key]:.4g} (floor {row['floor_' + key]:.4g})")
     return 0
 
 
@@ -2644,6 +2837,14 @@ def diffaug_policy(text):
             f"{text!r} is not a DiffAugment policy: give a comma-separated subset of "
             f"{','.join(DIFFAUG_POLICIES)}, or none")
     return ",".join(names)
+
+
+def metric_list(text):
+    """--eval-metrics' and --metrics' value: a comma-separated subset of swd,fid,kid."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names or any(name not in ("swd", "fid", "kid") for name in names):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a comma-separated subset of swd,fid,kid")
+    return ",".join(dict.fromkeys(names))
 
 
 # torch seeds are 64-bit; each rank, and a reseeded resume, adds a little to it
@@ -2777,8 +2978,16 @@ def get_args_parser():
     measure.add_argument("--eval-every", type=positive_int, default=None,
                          help="every this many iterations and at the end, the sliced "
                               "Wasserstein distance (SWD) of G's images to real ones")
-    measure.add_argument("--eval-samples", type=positive_int, default=EVAL_SAMPLES,
-                         help="generated and real images per SWD evaluation")
+    measure.add_argument("--eval-metrics", type=metric_list, default="swd",
+                         help="what --eval-every measures: a comma-separated subset of "
+                              "swd,fid,kid (FID and KID: torch-fidelity's Inception)")
+    measure.add_argument("--eval-samples", type=positive_int, default=None,
+                         help=f"images per evaluation (default: {EVAL_SAMPLES} a set for SWD; "
+                              f"{FID_SAMPLES:,} generated against all real images for FID and "
+                              "KID, the papers' protocol)")
+    measure.add_argument("--fid-weights", default=None, metavar="PATH",
+                         help=f"torch-fidelity's Inception weights ({INCEPTION_FILE}), for "
+                              "machines without network (default: download once)")
     measure.add_argument("--eval-dataroot", default=None,
                          help="held-out real images for SWD (default: training images)")
     measure.add_argument("--ema", type=unit_interval, default=None, metavar="DECAY",
@@ -2827,14 +3036,20 @@ def get_generate_parser():
 
 def get_evaluate_parser():
     parser = get_subcommand_parser(
-        "evaluate", "Print the sliced Wasserstein distance (SWD) between a trained "
-                    "generator's images and real ones, beside the real-vs-real floor.")
+        "evaluate", "Print the sliced Wasserstein distance (SWD), FID or KID between a "
+                    "trained generator's images and real ones, beside the real-vs-real floor.")
+    parser.add_argument("--metrics", type=metric_list, default="swd",
+                        help="a comma-separated subset of swd,fid,kid")
+    parser.add_argument("--fid-weights", default=None, metavar="PATH",
+                        help=f"torch-fidelity's Inception weights ({INCEPTION_FILE}) (default: "
+                             "download once)")
     parser.add_argument("--dataroot", default=None,
                         help="real images (default: the checkpoint's --dataroot)")
     parser.add_argument("--eval-dataroot", default=None,
                         help="held-out real images (default: the checkpoint's, if any)")
     parser.add_argument("--eval-samples", type=positive_int, default=None,
-                        help=f"images per set (default: the checkpoint's, else {EVAL_SAMPLES})")
+                        help=f"images per set (default: the checkpoint's, else {EVAL_SAMPLES} for "
+                             f"SWD and the papers' {FID_SAMPLES:,} generated against all real for FID)")
     parser.add_argument("--seed", type=seed_number, default=None,
                         help="seed (default: the checkpoint's, so numbers match training's)")
     parser.add_argument("--workers", type=non_negative_int, default=2,
