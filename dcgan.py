@@ -2371,7 +2371,7 @@ def format_fidelity(scores):
 
 # The thresholds, from runs on the 8,000-face sample (the README's "When a run goes wrong")
 HEALTH_WINDOW = 50  # iterations that a verdict on the losses looks back over
-D_WON_LOSS, D_WON_SHARE = 0.01, 0.9  # Loss_D below this in this share of the window
+D_WON_LOSS, D_WON_SHARE = 0.001, 0.9  # Loss_D below this in this share of the window
 FLAT_LOSSES = 1e-3  # both losses moved less than this over the window
 COLLAPSE_SPREAD = 0.1  # fixed-noise images this close (vs a real batch's spread), two grids running
 FAILURE_EXIT = 3  # --on-failure stop: the exit status

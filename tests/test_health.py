@@ -37,7 +37,7 @@ def test_d_has_won_fires_once_on_a_sustained_stretch_and_not_on_a_healthy_run():
     events = loud.observe_rows(rows(loss_d, [20.0 + k % 3 for k in range(80)], d_g_z=0.0))
     assert [(e["iteration"], e["signal"]) for e in events] == [(64, "d_won")]  # 45 of the last 50
     assert events[0]["message"] == (
-        "warning: iteration 64: D has won: Loss_D was below 0.01 in 45 of the last 50 iterations "
+        "warning: iteration 64: D has won: Loss_D was below 0.001 in 45 of the last 50 iterations "
         "(D(G(z)) 0.0000), so G gets no gradient it can learn from. What usually helps: a "
         "slower D (--lr-d 0.0002), --loss hinge --ema 0.999, or --diffaug; see the README, "
         "\"When a run goes wrong\"")
