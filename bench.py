@@ -130,19 +130,19 @@ def tutorial_worker(args, device):
 
 def dcgan_worker(args, device, flags):
     """dcgan.py's data source and step, with the flags of one configuration."""
-    config = model_config(args.batch_size, flags)
-    dcgan.configure_determinism(config.deterministic, device)  # as train() does
+    proc = dcgan.Process(device=device)
+    config = dcgan.resolve_settings(model_config(args.batch_size, flags), proc)  # as train() does
+    dcgan.configure_determinism(config.deterministic, device)  # as setup_distributed() does
     if device.type == "cpu":
-        dcgan.keep_freed_memory()  # as train() does
+        dcgan.keep_freed_memory()
     torch.manual_seed(999)
     images = dcgan.make_dataset(args.dataroot, 64, 3)
     pixels = None if config.no_cache else dcgan.load_pixel_cache(
         images, 64, 3, args.cache_dir, workers=2)
-    proc = dcgan.Process(device=device)
     source = dcgan.Batches(images, pixels, args.batch_size, 2, proc,
                            channels_last=config.channels_last)
     netG, netD = dcgan.build_models(config, device)
-    use_amp = config.amp and dcgan.amp_supported(device)
+    use_amp = config.amp  # resolved: only where bf16 autocast is supported
     trainG = dcgan.prepare_for_training(netG, config, proc)
     trainD = dcgan.prepare_for_training(netD, config, proc, logits=use_amp)
     criterion = nn.BCEWithLogitsLoss() if use_amp else nn.BCELoss()
