@@ -2388,7 +2388,7 @@ class HealthMonitor:
 
     def __init__(self, args, real_images, events=(), recent_rows=()):
         self.args, self.events = args, [dict(e) for e in events]
-        self.real_spread = image_spread(real_images.float())
+        self.real_spread = image_spread(to_rgb(real_images).float())  # grids are RGB
         self.recent = list(recent_rows)[-HEALTH_WINDOW:]
         self.last_spread = math.inf  # of the last grid, relative to the real batch's
 
