@@ -657,6 +657,11 @@ def reason(error):
     return getattr(error, "strerror", None) or str(error) or type(error).__name__
 
 
+def first_line(error):
+    """An error's first line of text, or its type's name when it has none."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def atomic_write(path, write):
     """Writes a file through a temporary file, flush, fsync and rename, so that a crash at
     any moment leaves either the old file or the new one, never half of one."""
@@ -1395,14 +1400,15 @@ def download_celeba(dataroot, source=None):
         shutil.rmtree(stale, ignore_errors=True)
     copies = [source] if source else list(HUB_COPIES)
     failures = []
-    for copy_id in copies:
+    for k, copy_id in enumerate(copies):
         try:
             zip_path = fetch_celeba_zip(copy_id, dataroot, official=source is None)
             unpack_celeba(zip_path, dataroot)
             os.unlink(zip_path)  # 1.4 GB: the folder is what training reads
             return
         except CopyRefused as error:
-            print(f"--download: {copy_id}: {error}", file=sys.stderr)
+            more = "; trying the next copy" if k + 1 < len(copies) else ""
+            print(f"--download: {copy_id}: {error}{more}", file=sys.stderr)
             failures.append(copy_id)
         except NoNetwork as error:
             raise UserError(f"--download: {error}; {MANUAL_ROUTES}, and unzip it into "
@@ -1438,11 +1444,11 @@ def fetch_celeba_zip(copy_id, dataroot, official=True):
         raise NoNetwork(f"cannot reach {url.split('/datasets/')[0]} ({error})") from None
     except (errors.RepositoryNotFoundError, errors.RevisionNotFoundError,
             errors.EntryNotFoundError) as error:
-        raise CopyRefused(f"not found ({type(error).__name__}); trying the next copy") from None
+        raise CopyRefused(f"not found ({type(error).__name__})") from None
     except errors.GatedRepoError:
         raise CopyRefused("gated: it needs an accepted licence and HF_TOKEN") from None
     except errors.HfHubHTTPError as error:
-        raise CopyRefused(f"the Hub refused ({str(error).splitlines()[0]})") from None
+        raise CopyRefused(f"the Hub refused ({first_line(error)})") from None
     if not meta.size:
         raise CopyRefused("the Hub gives no size for the file")
     writable_folder("--dataroot", dataroot)
@@ -1463,14 +1469,13 @@ def fetch_celeba_zip(copy_id, dataroot, official=True):
                             f"folder in {dataroot}; free some space and run --download again") from None
         done = os.path.getsize(part) if os.path.exists(part) else 0
         raise UserError(f"--download: the connection broke after {size_text(done)} of "
-                        f"{size_text(meta.size)} ({str(error).splitlines()[0]}); run --download "
+                        f"{size_text(meta.size)} ({first_line(error)}); run --download "
                         "again to resume") from None
     digest = file_md5(part)
     if digest != CELEBA_ZIP_MD5:
         if official:
             os.unlink(part)
-            raise CopyRefused(f"its MD5 {digest} is not the official {CELEBA_ZIP_MD5}; "
-                              "trying the next copy")
+            raise CopyRefused(f"its MD5 {digest} is not the official {CELEBA_ZIP_MD5}")
         print(f"note: {copy_id}'s {CELEBA_ZIP} is not the official file (MD5 {digest}); "
               "using it as a copy of your own")
     os.replace(part, zip_path)
@@ -1558,8 +1563,7 @@ def download_from_google_drive(dataroot):
         os.rename(os.path.join(work, "celeba", "img_align_celeba"),
                   os.path.join(dataroot, "img_align_celeba"))
     except Exception as error:  # any failure of the mirror ends in the manual route
-        why = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(f"--download: Google Drive failed too ({why}): it often refuses "
+        raise UserError(f"--download: Google Drive failed too ({first_line(error)}): it often refuses "
                         f"(quota); {MANUAL_ROUTES}, and unzip it into {dataroot}") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -1843,7 +1847,7 @@ def load_checkpoint(path, device="cpu", flag="--checkpoint", whole=False):
         raise UserError(f"{flag} {path}: not a PyTorch file (corrupt?)") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
             AttributeError) as error:  # what unpickling garbage raises
-        detail = (str(error).splitlines() or [type(error).__name__])[0][:120]
+        detail = first_line(error)[:120]
         raise UserError(f"{flag} {path}: cannot be read: truncated or corrupt "
                         f"({detail}); use an intact copy") from None
     if not isinstance(checkpoint, dict):
