@@ -1159,9 +1159,10 @@ def file_digest(images):
     return digest.hexdigest()
 
 
-def default_cache_dir():
+def cache_folder(cache_dir=None):
+    """--cache-dir, or by default $XDG_CACHE_HOME/dcgan-faces (~/.cache/dcgan-faces)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "dcgan-faces")
+    return cache_dir or os.path.join(base, "dcgan-faces")
 
 
 CACHE_VERSION = 1
@@ -1180,7 +1181,7 @@ def load_pixel_cache(images, image_size, nc, cache_dir, workers, build=True):
     keeps one copy of it in its page cache, whichever runs and ranks read it. A damaged
     file is decoded again. Returns None when build is False and there is no intact file
     yet (the other ranks of a torchrun job wait for rank 0). cache_dir None: the default."""
-    cache_dir = cache_dir or default_cache_dir()
+    cache_dir = cache_folder(cache_dir)
     path = cache_path(images, image_size, nc, cache_dir)
     row_shape = (nc, image_size, image_size)
     pixels, problem = open_pixel_cache(path, len(images), row_shape)
@@ -2284,14 +2285,14 @@ class FidelityEvaluator:
         self.seed, self.weights = args.seed, inception_weights(args.fid_weights)
         limit = args.eval_samples
         self.real = real[:limit] if limit else real
-        self.generated = min(limit, FID_SAMPLES) if limit else FID_SAMPLES
+        self.generated = limit or FID_SAMPLES
         self.protocol = (f"{self.generated} generated vs {len(self.real)} real images, "
                          f"{real.shape[-1]} px")
         if limit:
             self.protocol += ("; not comparable with papers, which use 50,000 generated "
                               "images against all real ones")
         # the real images' statistics, cached beside the pixel cache: once per dataset and size
-        self.cache_root = os.path.join(args.cache_dir or default_cache_dir(), "fidelity")
+        self.cache_root = os.path.join(cache_folder(args.cache_dir), "fidelity")
         self.real_name = f"dcgan-real-{real_key}-{len(self.real)}"
         self.floor = self._score(PixelImages(self.real[0::2]), PixelImages(self.real[1::2]),
                                  input1_cache_name=f"{self.real_name}-even",
