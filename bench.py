@@ -42,6 +42,7 @@ import torch.optim as optim
 from PIL import Image
 
 import dcgan
+from dcgan_beyond import cli, data, devices
 
 CONFIGS = {
     "tutorial": [],
@@ -99,7 +100,7 @@ def synchronize(device):
 
 
 def model_config(batch_size, flags):
-    return dcgan.get_args_parser().parse_args(["--batch-size", str(batch_size), *flags])
+    return cli.get_args_parser(dcgan.TUTORIAL_INPUTS).parse_args(["--batch-size", str(batch_size), *flags])
 
 
 def tutorial_worker(args, device):
@@ -130,21 +131,21 @@ def tutorial_worker(args, device):
 
 def dcgan_worker(args, device, flags):
     """dcgan.py's data source and step, with the flags of one configuration."""
-    proc = dcgan.Process(device=device)
-    config = dcgan.resolve_settings(model_config(args.batch_size, flags), proc)  # as train() does
-    dcgan.configure_determinism(config.deterministic, device)  # as setup_distributed() does
+    proc = devices.Process(device=device)
+    config = cli.resolve_settings(model_config(args.batch_size, flags), proc)  # as train() does
+    devices.configure_determinism(config.deterministic, device)  # as setup_distributed() does
     if device.type == "cpu":
-        dcgan.keep_freed_memory()
+        devices.keep_freed_memory()
     torch.manual_seed(999)
     images = dcgan.make_dataset(args.dataroot, 64, 3)
-    pixels = None if config.no_cache else dcgan.load_pixel_cache(
+    pixels = None if config.no_cache else data.load_pixel_cache(
         images, 64, 3, args.cache_dir, workers=2)
     source = dcgan.Batches(images, pixels, args.batch_size, 2, proc,
                            channels_last=config.channels_last)
     netG, netD = dcgan.build_models(config, device)
     use_amp = config.amp  # resolved: only where bf16 autocast is supported
-    trainG = dcgan.prepare_for_training(netG, config, proc)
-    trainD = dcgan.prepare_for_training(netD, config, proc, logits=use_amp)
+    trainG = devices.prepare_for_training(netG, config, proc)
+    trainD = devices.prepare_for_training(netD, config, proc, logits=use_amp)
     criterion = nn.BCEWithLogitsLoss() if use_amp else nn.BCELoss()
     optimizerD = optim.Adam(netD.parameters(), lr=0.0002, betas=(0.5, 0.999))
     optimizerG = optim.Adam(netG.parameters(), lr=0.0002, betas=(0.5, 0.999))
@@ -170,7 +171,7 @@ def dcgan_worker(args, device, flags):
 
 def run_worker(args):
     """One configuration in this process; prints its measurements as JSON."""
-    device = dcgan.pick_device(args.device)
+    device = devices.pick_device(args.device)
     if args.worker == "tutorial":  # the tutorial leaves torch's defaults: no cuDNN autotuning
         batches, step, pipeline = tutorial_worker(args, device)
     else:
@@ -281,7 +282,7 @@ def memory_report(args):
         images = dcgan.make_dataset(dataroot, 64, 3)
         listed = time.perf_counter() - start
         start = time.perf_counter()
-        dcgan.file_digest(images)
+        data.file_digest(images)
         print(f"{len(images):,} images: listed in {listed:.1f} s, file digest (names, sizes, "
               f"times) in {time.perf_counter() - start:.1f} s\n")
         gib = 2 ** 30
@@ -293,8 +294,8 @@ def memory_report(args):
         here = os.path.dirname(os.path.abspath(__file__))
         for size in args.memory:
             cache = os.path.join(tmp, f"cache{size}")
-            build = [sys.executable, "-c", "import sys, dcgan; images = dcgan.make_dataset(sys.argv[1], "
-                     "int(sys.argv[2]), 3); dcgan.load_pixel_cache(images, int(sys.argv[2]), 3, "
+            build = [sys.executable, "-c", "import sys, dcgan; from dcgan_beyond import data; images = dcgan.make_dataset(sys.argv[1], "
+                     "int(sys.argv[2]), 3); data.load_pixel_cache(images, int(sys.argv[2]), 3, "
                      "sys.argv[3], workers=2)", dataroot, str(size), cache]
             seconds, build_anon, _ = peak_memory(build, env)
             cache_bytes = sum(os.path.getsize(os.path.join(cache, f)) for f in os.listdir(cache)
@@ -316,7 +317,7 @@ def main():
     args = get_args_parser().parse_args()
     if args.memory:
         return memory_report(args)
-    device = dcgan.pick_device(args.device)
+    device = devices.pick_device(args.device)
     cuda = device.type == "cuda"
     if args.iters is None:
         args.iters = 50 if cuda else (6 if args.quick else 12)
@@ -336,7 +337,7 @@ def main():
             print(f"made {count} random 178x218 JPEGs in {time.perf_counter() - start:.0f} s")
         images = dcgan.make_dataset(args.dataroot, 64, 3)
         start = time.perf_counter()
-        pixels = dcgan.load_pixel_cache(images, 64, 3, args.cache_dir, workers=2)
+        pixels = data.load_pixel_cache(images, 64, 3, args.cache_dir, workers=2)
         cache_seconds = time.perf_counter() - start
         cache_bytes = pixels.numel()
         del pixels

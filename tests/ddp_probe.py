@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.optim as optim
 
 import dcgan
+from dcgan_beyond import cli, devices
 from conftest import tiny_models
 
 
@@ -53,13 +54,13 @@ def main():
         dcgan.train_step = signalling_step
         sys.exit(dcgan.main(sys.argv[3:]))
     if mode == "d_update":
-        args = dcgan.get_args_parser().parse_args(sys.argv[3:])
-        proc = dcgan.setup_distributed(args)
-        args = dcgan.resolve_settings(args, proc)
+        args = cli.get_args_parser(dcgan.TUTORIAL_INPUTS).parse_args(sys.argv[3:])
+        proc = devices.setup_distributed(args)
+        args = cli.resolve_settings(args, proc)
         rank, device = proc.rank, proc.device
         netG, netD = tiny_models()
         netG, netD = netG.to(device), netD.to(device)
-        trainD = dcgan.prepare_for_training(netD, args, proc)
+        trainD = devices.prepare_for_training(netD, args, proc)
         optimizerD = optim.Adam(netD.parameters(), lr=0.0002, betas=(0.5, 0.999))
         real, noise = (t.to(device) for t in fixed_batch())
         half = slice(rank * 4, rank * 4 + 4)

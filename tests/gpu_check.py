@@ -23,6 +23,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path[:0] = [ROOT, HERE]
 import dcgan  # noqa: E402
+from dcgan_beyond import cli, devices
 from bench import make_random_jpegs  # noqa: E402
 from tutorial_reference import run_tutorial  # noqa: E402
 
@@ -82,7 +83,7 @@ def check_tutorial(tmp, data):
     iters = 63
     status, _, outdir, output = train(tmp, "deterministic", "--deterministic", "--device", "cuda",
                                       "--max-iters", str(iters), dataroot=data)
-    dcgan.configure_determinism(True, torch.device("cuda"))
+    devices.configure_determinism(True, torch.device("cuda"))
     expected = [list(row) for row in run_tutorial(data, iters, workers=2, device="cuda")[0]]
     got = metrics(outdir) if status == 0 else []
     equal = sum(a == b for a, b in zip(got, expected))
@@ -115,13 +116,13 @@ def check_flags(tmp, data):
         report(ok, f"{' '.join(flags) or 'default'} runs 20 iterations",
                f"{seconds:.1f} s with start-up" + ("" if ok else f"; {output.strip()[-300:]}"))
     # The combination that crashed under torch 2.11, without the fallback: still broken here?
-    args = dcgan.get_args_parser().parse_args(["--amp", "--compile", "--channels-last"])
-    proc = dcgan.Process(device=torch.device("cuda", 0))
+    args = cli.get_args_parser(dcgan.TUTORIAL_INPUTS).parse_args(["--amp", "--compile", "--channels-last"])
+    proc = devices.Process(device=torch.device("cuda", 0))
     try:
         netG, netD = dcgan.build_models(args, proc.device)
         state = dcgan.loss_and_optimizers(args, netG, netD, proc.device, logits=True)
-        trainG = dcgan.prepare_for_training(netG, args, proc)
-        trainD = dcgan.prepare_for_training(netD, args, proc, logits=True)
+        trainG = devices.prepare_for_training(netG, args, proc)
+        trainD = devices.prepare_for_training(netD, args, proc, logits=True)
         real = torch.randn(128, 3, 64, 64, device=proc.device).contiguous(
             memory_format=torch.channels_last)
         for _ in range(3):
@@ -169,7 +170,7 @@ def check_adam(tmp, data):
     times = {}
     for kind in ("foreach", "fused"):
         torch.manual_seed(0)
-        netG, netD = dcgan.build_models(dcgan.get_args_parser().parse_args([]), device)
+        netG, netD = dcgan.build_models(cli.get_args_parser(dcgan.TUTORIAL_INPUTS).parse_args([]), device)
         params = list(netG.parameters()) + list(netD.parameters())
         for p in params:
             p.grad = torch.randn_like(p)

@@ -5,6 +5,7 @@ import re
 import pytest
 
 import dcgan
+from dcgan_beyond import cli
 from conftest import run
 
 CELEBA_HINT = "get CelebA's img_align_celeba.zip from the official site"
@@ -125,7 +126,7 @@ def test_help_explains_every_flag(capsys):
         dcgan.main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for action in dcgan.get_args_parser()._actions:
+    for action in cli.get_args_parser(dcgan.TUTORIAL_INPUTS)._actions:
         assert action.help, action.dest
     for flag in ("--dataroot", "--workers", "--batch-size", "--image-size", "--nc", "--nz",
                  "--ngf", "--ndf", "--num-epochs", "--lr", "--beta1", "--ngpu", "--seed",

@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.optim as optim
 
 import dcgan
+from dcgan_beyond import cli, devices
 from conftest import read_metrics, tiny_argv, tiny_models
 from ddp_probe import fixed_batch
 
@@ -129,7 +130,7 @@ def test_sync_bn_makes_the_one_process_d_update_on_two_gpus(tmp_path):
 
 
 def test_sync_bn_on_the_cpu_falls_back_with_a_notice(capsys):
-    args = dcgan.get_args_parser().parse_args(["--sync-bn"])
-    dcgan.resolve_settings(args, dcgan.Process(rank=0, world_size=2, device=torch.device("cpu")))
+    args = cli.get_args_parser(dcgan.TUTORIAL_INPUTS).parse_args(["--sync-bn"])
+    cli.resolve_settings(args, devices.Process(rank=0, world_size=2, device=torch.device("cpu")))
     assert capsys.readouterr().out == ("note: --sync-bn needs CUDA (SyncBatchNorm); BatchNorm "
                                        "statistics stay per process on cpu\n")

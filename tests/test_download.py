@@ -13,6 +13,7 @@ import zipfile
 import pytest
 
 import dcgan
+from dcgan_beyond import download, files
 from conftest import make_images, run
 from fake_hub import FakeHub
 from test_cli_errors import one_error_line
@@ -80,17 +81,17 @@ def test_an_existing_folder_needs_no_network(hub, tiny, tmp_path, capsys):
 def test_a_copy_with_another_md5_is_refused_and_the_next_tried(hub, tiny, tmp_path, capsys, monkeypatch):
     data = celeba_zip(tmp_path)
     hub.serve("fake/unofficial", "img_align_celeba.zip", data)
-    monkeypatch.setattr(dcgan, "HUB_COPIES", ("fake/unofficial", "fake/gone"))
+    monkeypatch.setattr(download, "HUB_COPIES", ("fake/unofficial", "fake/gone"))
     root = tmp_path / "celeba"
     status, out, err = run(tiny("out", "--download", dataroot=str(root)), capsys)
     assert status == 2
     lines = err.strip().splitlines()
     assert lines[0] == (f"--download: fake/unofficial: its MD5 {hashlib.md5(data).hexdigest()} is "
-                        f"not the official {dcgan.CELEBA_ZIP_MD5}; trying the next copy")
+                        f"not the official {download.CELEBA_ZIP_MD5}; trying the next copy")
     assert lines[1] == "--download: fake/gone: not found (RepositoryNotFoundError)"
     assert one_error_line("\n".join(lines[2:])) == (
         "--download: no Hub copy could be used, and torchvision's Google Drive route needs "
-        f"the gdown package (pip install gdown); {dcgan.MANUAL_ROUTES}, and unzip it into {root}")
+        f"the gdown package (pip install gdown); {download.MANUAL_ROUTES}, and unzip it into {root}")
     assert leftovers(root) == []  # the refused file is gone
 
 
@@ -106,7 +107,7 @@ def test_a_connection_cut_mid_file_resumes_on_the_next_download(hub, tiny, tmp_p
     assert status == 2
     message = one_error_line("\n".join(l for l in err.splitlines() if l.startswith("dcgan.py")))
     assert message.startswith(f"--download: the connection broke after 10.0 MiB of "
-                              f"{dcgan.size_text(len(data))} (")
+                              f"{files.size_text(len(data))} (")
     assert message.endswith("); run --download again to resume")
     parts = glob.glob(str(root / ".img_align_celeba.zip.*.part"))
     assert [os.path.getsize(p) for p in parts] == [10 * 2**20]
@@ -150,7 +151,7 @@ def test_offline_with_an_empty_cache_gives_the_manual_routes(hub, tmp_path, tiny
                           text=True, timeout=120)
     assert done.returncode == 2
     assert one_error_line(done.stderr) == (
-        f"--download: HF_HUB_OFFLINE is set, and CelebA is not here yet; {dcgan.MANUAL_ROUTES}, "
+        f"--download: HF_HUB_OFFLINE is set, and CelebA is not here yet; {download.MANUAL_ROUTES}, "
         f"and unzip it into {root} (or copy a Hub cache from a machine with network)")
     assert not root.exists() and hub.requests == []
 
@@ -162,7 +163,7 @@ def test_no_network_gives_the_manual_routes(monkeypatch, tmp_path, tiny, capsys)
     assert status == 2
     message = one_error_line(err)
     assert message.startswith("--download: cannot reach http://127.0.0.1:9 (")
-    assert message.endswith(f"{dcgan.MANUAL_ROUTES}, and unzip it into {root} (or copy a Hub "
+    assert message.endswith(f"{download.MANUAL_ROUTES}, and unzip it into {root} (or copy a Hub "
                             "cache from a machine with network)")
     assert not root.exists()
 
@@ -179,7 +180,7 @@ def test_a_full_disk_mid_download_names_the_sizes(hub, tmp_path, tiny):
     assert process.returncode == 2
     message = one_error_line("\n".join(l for l in err.splitlines() if l.startswith("dcgan.py")))
     assert message.startswith("--download: the disk is full or the file too large (File too large) after ")
-    assert message.endswith(f"CelebA needs {dcgan.size_text(len(data))} for the zip and about as much "
+    assert message.endswith(f"CelebA needs {files.size_text(len(data))} for the zip and about as much "
                             f"for the folder in {root}; free some space and run --download again")
     assert not (root / "img_align_celeba").exists() and not (root / "img_align_celeba.zip").exists()
 
@@ -191,7 +192,7 @@ def test_too_little_room_is_refused_before_downloading(hub, small_filesystem, tm
     status, out, err = run(tiny("out", "--download-from", "fake/celeba", dataroot=str(small)), capsys)
     assert status == 2
     assert one_error_line(err) == (
-        f"--download: CelebA needs {dcgan.size_text(len(data))} more for the zip and "
-        f"{dcgan.size_text(len(data))} for the unpacked folder, and {small} has 1.0 MiB free; "
+        f"--download: CelebA needs {files.size_text(len(data))} more for the zip and "
+        f"{files.size_text(len(data))} for the unpacked folder, and {small} has 1.0 MiB free; "
         "free some space or choose another --dataroot")
     assert os.listdir(small) == [] and not any(method == "GET" for method, _, _ in hub.requests)

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import dcgan
+from dcgan_beyond import data, devices, files
 from conftest import make_images, read_metrics, run, tiny_argv
 from test_cli_errors import one_error_line
 from test_distributed import HERE, torchrun
@@ -239,27 +240,27 @@ def damage(path, how):
                                  "wrong-rows", "wrong-dtype"])
 def test_a_damaged_cache_is_noticed_and_decoded_again(faces, tmp_path, capsys, how):
     images = dcgan.make_dataset(faces, 32, 3)
-    good = dcgan.load_pixel_cache(images, 32, 3, str(tmp_path), workers=0).clone()
+    good = data.load_pixel_cache(images, 32, 3, str(tmp_path), workers=0).clone()
     (path,) = tmp_path.glob("faces-*.npy")
     damage(path, how)
     capsys.readouterr()
-    pixels = dcgan.load_pixel_cache(images, 32, 3, str(tmp_path), workers=0)
+    pixels = data.load_pixel_cache(images, 32, 3, str(tmp_path), workers=0)
     err = capsys.readouterr().err
     assert err.startswith(f"warning: the image cache {path} is damaged (")
     assert err.endswith("); decoding the images again\n") and err.count("\n") == 1
     assert torch.equal(pixels, good)
     capsys.readouterr()
-    assert torch.equal(dcgan.load_pixel_cache(images, 32, 3, str(tmp_path), workers=0), good)
+    assert torch.equal(data.load_pixel_cache(images, 32, 3, str(tmp_path), workers=0), good)
     assert capsys.readouterr().err == ""  # healed
 
 
 def test_the_cache_is_mapped_not_loaded(faces, tmp_path):
     images = dcgan.make_dataset(faces, 32, 3)
-    pixels = dcgan.load_pixel_cache(images, 32, 3, str(tmp_path), workers=0)
+    pixels = data.load_pixel_cache(images, 32, 3, str(tmp_path), workers=0)
     (path,) = tmp_path.glob("faces-*.npy")
     with open("/proc/self/maps") as f:
         assert str(path) in f.read()  # the file's pages are the page cache's, shared
-    assert torch.equal(dcgan.normalize_pixels(pixels), torch.stack([images[i] for i in range(20)]))
+    assert torch.equal(data.normalize_pixels(pixels), torch.stack([images[i] for i in range(20)]))
 
 
 def test_a_cache_folder_without_room_is_refused_before_decoding(tiny, small_filesystem, capsys):
@@ -273,8 +274,8 @@ def test_a_cache_folder_without_room_is_refused_before_decoding(tiny, small_file
 
 def test_a_killed_build_leaves_no_cache_that_looks_complete(tmp_path):
     root = make_images(tmp_path / "many" / "img_align_celeba", 1500, size=(178, 218))
-    code = ("import sys, dcgan; images = dcgan.make_dataset(sys.argv[1], 128, 3); "
-            "dcgan.load_pixel_cache(images, 128, 3, sys.argv[2], workers=0)")
+    code = ("import sys, dcgan; from dcgan_beyond import data; images = dcgan.make_dataset(sys.argv[1], 128, 3); "
+            "data.load_pixel_cache(images, 128, 3, sys.argv[2], workers=0)")
     env = dict(os.environ, PYTHONPATH=os.path.dirname(DCGAN))
     builder = subprocess.Popen([sys.executable, "-c", code, str(root.parent), str(tmp_path / "cache")],
                                env=env, stderr=subprocess.DEVNULL)
@@ -284,9 +285,9 @@ def test_a_killed_build_leaves_no_cache_that_looks_complete(tmp_path):
     assert list((tmp_path / "cache").glob("*.npy")) == []
     assert len(list((tmp_path / "cache").glob("*.tmp"))) == 1
     images = dcgan.make_dataset(str(root.parent), 128, 3)
-    pixels = dcgan.load_pixel_cache(images, 128, 3, str(tmp_path / "cache"), workers=2)
+    pixels = data.load_pixel_cache(images, 128, 3, str(tmp_path / "cache"), workers=2)
     assert pixels.shape == (1500, 3, 128, 128)
-    assert torch.equal(dcgan.normalize_pixels(pixels[1499]), images[1499])
+    assert torch.equal(data.normalize_pixels(pixels[1499]), images[1499])
     assert list((tmp_path / "cache").glob("*.tmp")) == []
 
 
@@ -398,13 +399,14 @@ SPAWNED_DATA_PATHS = """
 import multiprocessing, sys
 import torch
 import dcgan
+from dcgan_beyond import data, devices
 multiprocessing.set_start_method("spawn")
 images = dcgan.make_dataset(sys.argv[1], 32, 3)
-cached = dcgan.load_pixel_cache(images, 32, 3, sys.argv[2], workers=1)      # the cache build
-proc = dcgan.Process()
+cached = data.load_pixel_cache(images, 32, 3, sys.argv[2], workers=1)      # the cache build
+proc = devices.Process()
 torch.manual_seed(0)
 decoded = dcgan.Batches(images, None, 8, 1, proc).first()                   # --no-cache
-real = dcgan.real_uint8(images, None, list(range(5)), workers=1)            # SWD's real images
+real = data.real_uint8(images, None, list(range(5)), workers=1)            # SWD's real images
 assert torch.equal(real, cached[:5]) and decoded.shape == (8, 3, 32, 32)
 torch.manual_seed(0)
 assert torch.equal(decoded, dcgan.Batches(images, cached, 8, 0, proc).first())
@@ -424,11 +426,11 @@ def test_the_data_paths_work_when_workers_are_spawned(faces, tmp_path):
 
 
 def test_without_file_locks_or_glibc_the_run_goes_on_with_notes(tiny, capsys, monkeypatch):
-    monkeypatch.setattr(dcgan, "fcntl", None)
+    monkeypatch.setattr(files, "fcntl", None)
 
     def no_glibc(name):
         raise OSError("not glibc")
-    monkeypatch.setattr(dcgan.ctypes, "CDLL", no_glibc)
+    monkeypatch.setattr(devices.ctypes, "CDLL", no_glibc)
     status, out, err = run(tiny("out", "--max-iters", "1"), capsys)
     assert status == 0, err
     assert ("note: no file locks here (fcntl); nothing stops a second run from writing into "

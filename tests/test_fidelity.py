@@ -10,6 +10,7 @@ import torch
 import torch_fidelity.feature_extractor_inceptionv3 as inception
 
 import dcgan
+from dcgan_beyond import fidelity
 from conftest import run
 from test_cli_errors import one_error_line
 from test_resume import RunsCode, assert_same_run, interrupt_at
@@ -30,7 +31,7 @@ def inception_file(tmp_path_factory):
     for layer in model.modules():
         if isinstance(layer, torch.nn.Conv2d):
             torch.nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-    path = tmp_path_factory.mktemp("inception") / dcgan.INCEPTION_FILE
+    path = tmp_path_factory.mktemp("inception") / fidelity.INCEPTION_FILE
     torch.save(model.state_dict(), path)
     return str(path)
 
@@ -41,7 +42,7 @@ def images(count, seed):
 
 
 def scores(a, b, weights, cache):
-    return dcgan.fidelity_scores(dcgan.PixelImages(a), dcgan.PixelImages(b), ("fid", "kid"),
+    return fidelity.fidelity_scores(fidelity.PixelImages(a), fidelity.PixelImages(b), ("fid", "kid"),
                                  weights, CPU, 0, str(cache))
 
 
@@ -88,14 +89,14 @@ def test_training_with_fid_writes_eval_csv_and_resumes_exactly(inception_file, t
 
 
 def test_a_weights_file_that_would_run_code_is_refused_not_run(finished_run, tmp_path, capsys):
-    marker, path = tmp_path / "pwned", tmp_path / dcgan.INCEPTION_FILE
+    marker, path = tmp_path / "pwned", tmp_path / fidelity.INCEPTION_FILE
     torch.save({"fc.weight": RunsCode(marker)}, path)
     status, out, err = run(["evaluate", "--checkpoint", str(finished_run() / "checkpoint.pt"),
                             "--metrics", "fid", "--fid-weights", str(path)], capsys)
     assert status == 2
     assert one_error_line(err) == (
         f"--fid-weights {path}: refused: the file holds Python objects that would run code when "
-        f"loaded; use torch-fidelity's {dcgan.INCEPTION_FILE}")
+        f"loaded; use torch-fidelity's {fidelity.INCEPTION_FILE}")
     assert not marker.exists()
 
 
@@ -106,8 +107,8 @@ def test_without_network_or_weights_one_line_and_nothing_written(tiny, tmp_path,
     assert status == 2
     message = one_error_line(err)
     assert message.startswith(f"FID and KID need torch-fidelity's Inception weights, "
-                              f"{dcgan.INCEPTION_FILE} (92 MB), which cannot be downloaded here (")
-    assert message.endswith(f"on a machine with network fetch {dcgan.INCEPTION_URL} and give it "
+                              f"{fidelity.INCEPTION_FILE} (92 MB), which cannot be downloaded here (")
+    assert message.endswith(f"on a machine with network fetch {fidelity.INCEPTION_URL} and give it "
                             f"with --fid-weights PATH, or put it in "
                             f"{tmp_path / 'torch-home' / 'hub' / 'checkpoints'}")
     assert not (tmp_path / "out").exists()

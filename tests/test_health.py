@@ -6,13 +6,14 @@ import torch
 import torchvision.utils as vutils
 
 import dcgan
+from dcgan_beyond import cli, health
 from conftest import run
 
 
 def monitor(**flags):
-    args = dcgan.get_args_parser().parse_args([f"--{k.replace('_', '-')}={v}" for k, v in flags.items()])
+    args = cli.get_args_parser(dcgan.TUTORIAL_INPUTS).parse_args([f"--{k.replace('_', '-')}={v}" for k, v in flags.items()])
     real = torch.randint(0, 256, (64, 3, 64, 64), generator=torch.Generator().manual_seed(0))
-    return dcgan.HealthMonitor(args, real.to(torch.uint8))
+    return health.HealthMonitor(args, real.to(torch.uint8))
 
 
 def rows(loss_d, loss_g, d_g_z=0.3):
@@ -39,8 +40,8 @@ def test_d_has_won_fires_once_on_a_sustained_stretch_and_not_on_a_healthy_run():
     assert events[0]["message"] == (
         "warning: iteration 64: D has won: Loss_D was below 0.001 in 45 of the last 50 iterations "
         "(D(G(z)) 0.0000), so G gets no gradient it can learn from. What usually helps: a "
-        "slower D (--lr-d 0.0002), --loss hinge --ema 0.999, or --diffaug; see the README, "
-        "\"When a run goes wrong\"")
+        "slower D (--lr-d 0.0002), --loss hinge --ema 0.999, or --diffaug; see "
+        "docs/when-a-run-goes-wrong.md")
     assert loud.observe_rows(rows(loss_d, [20.0] * 80, d_g_z=0.0)[:60]) == []  # said once
 
 
@@ -69,7 +70,7 @@ def test_g_has_collapsed_fires_on_near_copies_and_not_on_varied_images():
     assert "G has collapsed: its 64 fixed-noise images are near copies" in events[0]["message"]
     # image 9 of the grid is the one at row 1, column 1 (padding 2, 64 px)
     g = grid(varied)
-    assert torch.equal(dcgan.grid_images(g, 64)[9], g[:, 68:132, 68:132])
+    assert torch.equal(health.grid_images(g, 64)[9], g[:, 68:132, 68:132])
 
 
 def read_health(path):
@@ -90,7 +91,7 @@ def test_lr_1e9_warns_once_and_records_it(tiny, tmp_path, capsys):
 
 def test_on_failure_stop_exits_3_with_a_checkpoint_that_resumes(tiny, tmp_path, capsys):
     status, out, err = run(tiny("stop", "--lr", "1e9", "--num-epochs", "25", "--on-failure", "stop"), capsys)
-    assert status == dcgan.FAILURE_EXIT == 3
+    assert status == health.FAILURE_EXIT == 3
     stopped_at = int(out.split("Stopped after iteration ")[1].split(":")[0])
     assert f"Stopped after iteration {stopped_at}: the run is failing (--on-failure stop); checkpoint" in out
     checkpoint = torch.load(tmp_path / "stop" / "checkpoint.pt", weights_only=True)

@@ -11,6 +11,7 @@ import torch.nn as nn
 from PIL import Image
 
 import dcgan
+from dcgan_beyond import better_faces, cli, ema
 from conftest import read_metrics, run, tiny_models
 from test_cli_errors import one_error_line
 from test_resume import assert_same_run, interrupt_at
@@ -41,12 +42,12 @@ def test_each_flag_trains_and_writes_every_output(tiny, tmp_path, finished_run, 
     assert (outdir / "eval.csv").read_text().count("\n") == 4  # header, iterations 0, 3, 5
     config = json.loads((outdir / "config.json").read_text())
     saved = torch.load(outdir / "checkpoint.pt", weights_only=False)
-    for key, value in dcgan.settings().items():
+    for key, value in cli.settings(cli.get_args_parser(dcgan.TUTORIAL_INPUTS)).items():
         assert key in config and key in saved["config"]
-    given = dcgan.get_args_parser().parse_args(list(flags))
+    given = cli.get_args_parser(dcgan.TUTORIAL_INPUTS).parse_args(list(flags))
     for key in ("diffaug", "spectral_norm", "loss", "lr_d", "lr_g", "ema", "ema_rampup"):
         assert config[key] == saved["config"][key] == getattr(given, key)
-    lr_d, lr_g = dcgan.learning_rates(given)
+    lr_d, lr_g = better_faces.learning_rates(given)
     assert saved["optimizerD"]["param_groups"][0]["lr"] == lr_d
     assert saved["optimizerG"]["param_groups"][0]["lr"] == lr_g
     # generate reads the checkpoint, spectral-normed D or not (it needs G alone)
@@ -57,7 +58,7 @@ def test_each_flag_trains_and_writes_every_output(tiny, tmp_path, finished_run, 
 
 
 def test_diffaug_with_every_augmentation_off_gives_the_default_numbers(tiny, tmp_path, finished_run):
-    assert dcgan.DiffAugment("none").policy == []
+    assert better_faces.DiffAugment("none").policy == []
     assert run(tiny("none", "--diffaug", "none")) == 0
     assert_same_run(finished_run(), tmp_path / "none")
 
@@ -65,19 +66,19 @@ def test_diffaug_with_every_augmentation_off_gives_the_default_numbers(tiny, tmp
 def test_diffaug_operations_move_cut_and_recolour_and_let_gradients_through():
     torch.manual_seed(0)
     x = torch.rand(16, 3, 32, 32) * 2 - 1
-    moved = dcgan.DiffAugment.translation(x)
+    moved = better_faces.DiffAugment.translation(x)
     for image, out in zip(x, moved):  # a shift by (dy, dx) of at most 4 pixels; zeros come in
         found = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)
                  if torch.equal(out, shifted(image, dy, dx))]
         assert len(found) == 1
-    cut = dcgan.DiffAugment.cutout(x)
+    cut = better_faces.DiffAugment.cutout(x)
     zeros = (cut == 0).all(dim=1).sum(dim=(1, 2))  # a 16 x 16 square, partly outside at most
     assert ((zeros > 0) & (zeros <= 256)).all() and (zeros == 256).any()
     assert torch.equal(cut[cut != 0], x[cut != 0])
-    coloured = dcgan.DiffAugment.color(x)
+    coloured = better_faces.DiffAugment.color(x)
     assert coloured.shape == x.shape and not torch.allclose(coloured, x)
     fake = x.clone().requires_grad_(True)
-    dcgan.DiffAugment("color,translation,cutout")(fake).sum().backward()
+    better_faces.DiffAugment("color,translation,cutout")(fake).sum().backward()
     assert fake.grad is not None and fake.grad.abs().sum() > 0
 
 
@@ -93,7 +94,7 @@ def shifted(image, dy, dx):
 def test_hinge_and_bce_give_the_known_values_on_hand_made_logits():
     logits = torch.tensor([2.0, -0.5, 0.3, 0.0])
     real, fake = torch.ones(4), torch.zeros(4)
-    hinge = dcgan.HingeLoss()
+    hinge = better_faces.HingeLoss()
     # real: relu(1 - D(x)) = 0, 1.5, 0.7, 1; fake: relu(1 + D(G(z))) = 3, 0.5, 1.3, 1
     assert hinge(logits, real).item() == pytest.approx((0 + 1.5 + 0.7 + 1) / 4)
     assert hinge(logits, fake).item() == pytest.approx((3 + 0.5 + 1.3 + 1) / 4)
@@ -103,14 +104,14 @@ def test_hinge_and_bce_give_the_known_values_on_hand_made_logits():
     expected_fake = sum(math.log1p(math.exp(v)) for v in logits.tolist()) / 4
     assert nn.BCELoss()(logits.sigmoid(), real).item() == pytest.approx(expected_real, rel=1e-6)
     assert nn.BCEWithLogitsLoss()(logits, fake).item() == pytest.approx(expected_fake, rel=1e-6)
-    args = dcgan.get_args_parser().parse_args(["--loss", "hinge"])
-    assert dcgan.d_returns_logits(args)
+    args = cli.get_args_parser(dcgan.TUTORIAL_INPUTS).parse_args(["--loss", "hinge"])
+    assert better_faces.d_returns_logits(args)
 
 
 def test_spectral_norm_keeps_ds_largest_singular_value_near_1(tiny, tmp_path):
     assert run(tiny("sn", "--spectral-norm", "--num-epochs", "4")) == 0
     netD = dcgan.Discriminator(ndf=4, image_size=32)
-    dcgan.apply_spectral_norm(netD)
+    better_faces.apply_spectral_norm(netD)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in netD.modules())
     netD.load_state_dict(torch.load(tmp_path / "sn" / "netD.pt", weights_only=True))
     convs = [m for m in netD.modules() if isinstance(m, nn.Conv2d)]
@@ -123,15 +124,15 @@ def test_spectral_norm_keeps_ds_largest_singular_value_near_1(tiny, tmp_path):
 
 
 def test_ema_warm_up_is_g_at_step_0_and_approaches_the_decay():
-    assert dcgan.ema_decay(0.999, 0.05, 0) == 0
-    assert dcgan.ema_decay(0.999, 0.05, 10) == pytest.approx(0.5 ** 2)  # half-life 0.5 steps
-    decays = [dcgan.ema_decay(0.999, 0.05, t) for t in (1, 10, 100, 1000, 10 ** 4, 10 ** 5)]
+    assert ema.ema_decay(0.999, 0.05, 0) == 0
+    assert ema.ema_decay(0.999, 0.05, 10) == pytest.approx(0.5 ** 2)  # half-life 0.5 steps
+    decays = [ema.ema_decay(0.999, 0.05, t) for t in (1, 10, 100, 1000, 10 ** 4, 10 ** 5)]
     assert decays == sorted(decays) and decays[-1] == 0.999
-    assert dcgan.ema_decay(0.999, 0, 0) == 0.999  # --ema-rampup 0: no warm-up
+    assert ema.ema_decay(0.999, 0, 0) == 0.999  # --ema-rampup 0: no warm-up
     netG, _ = tiny_models()
-    ema = tiny_models(seed=1)[0]
-    dcgan.update_ema(ema, netG, dcgan.ema_decay(0.999, 0.05, 0))
-    assert all(torch.equal(a, b) for a, b in zip(ema.state_dict().values(), netG.state_dict().values()))
+    average = tiny_models(seed=1)[0]
+    ema.update_ema(average, netG, ema.ema_decay(0.999, 0.05, 0))
+    assert all(torch.equal(a, b) for a, b in zip(average.state_dict().values(), netG.state_dict().values()))
 
 
 def test_interrupted_run_with_every_flag_resumes_exactly(tiny, tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ import torch
 import torch.nn as nn
 
 import dcgan
+from dcgan_beyond import cli
 from tutorial_reference import tutorial_models
 
 
@@ -32,7 +33,7 @@ def test_build_models_draws_the_tutorials_initial_weights():
     netD = Discriminator(1)
     netD.apply(weights_init)
     torch.manual_seed(3)
-    args = dcgan.get_args_parser().parse_args(["--nz", "8", "--ngf", "4", "--ndf", "4"])
+    args = cli.get_args_parser(dcgan.TUTORIAL_INPUTS).parse_args(["--nz", "8", "--ngf", "4", "--ndf", "4"])
     ourG, ourD = dcgan.build_models(args, torch.device("cpu"))
     for ours, theirs in ((ourG, netG), (ourD, netD)):
         for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()):

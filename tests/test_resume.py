@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 import dcgan
+from dcgan_beyond import sampling
 from conftest import read_metrics, run
 from test_cli_errors import one_error_line
 
@@ -310,16 +311,16 @@ def test_generate_interpolation_walks_between_two_faces(tiny, tmp_path, capsys):
     with Image.open(path) as grid:
         assert grid.size == (5 * 34 + 2, 3 * 34 + 2)
     a, b = torch.randn(3, 8, 1, 1), torch.randn(3, 8, 1, 1)
-    assert torch.allclose(dcgan.slerp(a, b, 0.0), a, atol=1e-6)
-    assert torch.allclose(dcgan.slerp(a, b, 1.0), b, atol=1e-6)
+    assert torch.allclose(sampling.slerp(a, b, 0.0), a, atol=1e-6)
+    assert torch.allclose(sampling.slerp(a, b, 1.0), b, atol=1e-6)
     # spherical: the midpoint keeps the endpoints' norm when they have the same norm
     same_norm_b = b / b.flatten(1).norm(dim=1)[:, None, None, None] * a.flatten(1).norm(dim=1)[:, None, None, None]
-    assert torch.allclose(dcgan.slerp(a, same_norm_b, 0.5).flatten(1).norm(dim=1),
+    assert torch.allclose(sampling.slerp(a, same_norm_b, 0.5).flatten(1).norm(dim=1),
                           a.flatten(1).norm(dim=1), atol=1e-5)
     # orthogonal ends of equal length: the midpoint is their sum over sqrt(2)
     x, y = torch.zeros(1, 8, 1, 1), torch.zeros(1, 8, 1, 1)
     x[0, 0], y[0, 1] = 2.0, 2.0
-    assert torch.allclose(dcgan.slerp(x, y, 0.5), (x + y) / math.sqrt(2), atol=1e-6)
+    assert torch.allclose(sampling.slerp(x, y, 0.5), (x + y) / math.sqrt(2), atol=1e-6)
 
 
 def test_tutorial_style_state_dicts_load_for_generate(tmp_path, capsys):

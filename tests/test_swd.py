@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import dcgan
+from dcgan_beyond import ema, metrics
 from conftest import read_metrics, run
 
 
@@ -19,16 +20,16 @@ def smooth_faces(n, seed, size=32):
 
 def test_swd_of_a_set_against_itself_is_zero():
     images = smooth_faces(40, 0)
-    result = dcgan.swd(images, images.clone(), seed=1)
+    result = metrics.swd(images, images.clone(), seed=1)
     assert list(result) == [32, 16, "avg"]
     assert all(value == 0 for value in result.values())
 
 
 def test_same_distribution_scores_near_the_floor_and_noise_far_above():
     reference, other_half = smooth_faces(300, 0), smooth_faces(300, 1)
-    floor = dcgan.swd(reference, other_half, seed=3)  # two disjoint samples: the floor
-    same = dcgan.swd(reference, smooth_faces(300, 2), seed=3)
-    noise = dcgan.swd(reference, torch.randint(0, 256, reference.shape, dtype=torch.uint8,
+    floor = metrics.swd(reference, other_half, seed=3)  # two disjoint samples: the floor
+    same = metrics.swd(reference, smooth_faces(300, 2), seed=3)
+    noise = metrics.swd(reference, torch.randint(0, 256, reference.shape, dtype=torch.uint8,
                                                generator=torch.Generator().manual_seed(2)), seed=3)
     assert 0.6 * floor["avg"] < same["avg"] < 1.6 * floor["avg"]
     assert noise["avg"] > 4 * floor["avg"]
@@ -36,32 +37,32 @@ def test_same_distribution_scores_near_the_floor_and_noise_far_above():
 
 def test_swd_is_repeatable_with_its_seed():
     a, b = smooth_faces(30, 0), smooth_faces(30, 1)
-    assert dcgan.swd(a, b, seed=5) == dcgan.swd(a, b, seed=5)
-    assert dcgan.swd(a, b, seed=5) != dcgan.swd(a, b, seed=6)
+    assert metrics.swd(a, b, seed=5) == metrics.swd(a, b, seed=5)
+    assert metrics.swd(a, b, seed=5) != metrics.swd(a, b, seed=6)
 
 
 def test_swd_needs_sets_of_the_same_shape():
     with pytest.raises(ValueError, match=r"SWD needs two sets of the same shape, not \(3, 3, 32, 32\) and \(4, 3, 32, 32\)"):
-        dcgan.swd(smooth_faces(3, 0), smooth_faces(4, 0))
+        metrics.swd(smooth_faces(3, 0), smooth_faces(4, 0))
 
 
 def test_laplacian_pyramid_levels_rebuild_the_image():
     images = smooth_faces(4, 0, size=64).float()
-    pyramid = dcgan.laplacian_pyramid(images, 3)
+    pyramid = metrics.laplacian_pyramid(images, 3)
     assert [level.shape[-1] for level in pyramid] == [64, 32, 16]
-    up_kernel = dcgan._binomial_kernel(3, 4, images.device)
+    up_kernel = metrics._binomial_kernel(3, 4, images.device)
     rebuilt = pyramid[-1]
     for band in reversed(pyramid[:-1]):
         up = torch.zeros_like(band)
         up[..., ::2, ::2] = rebuilt
-        rebuilt = band + dcgan._blur(up, up_kernel)
+        rebuilt = band + metrics._blur(up, up_kernel)
     assert torch.allclose(rebuilt, images, atol=1e-3)
 
 
 def test_patches_are_the_7x7_neighbourhoods_of_their_positions():
     images = torch.arange(2 * 3 * 16 * 16, dtype=torch.float).view(2, 3, 16, 16)
     positions = (torch.tensor([1, 0]), torch.tensor([3, 12]), torch.tensor([5, 3]))
-    patches = dcgan._patches(images, positions, 7)
+    patches = metrics._patches(images, positions, 7)
     assert patches.shape == (2, 147)
     assert torch.equal(patches[0].view(3, 7, 7), images[1, :, 0:7, 2:9])
     assert torch.equal(patches[1].view(3, 7, 7), images[0, :, 9:16, 0:7])
@@ -70,15 +71,15 @@ def test_patches_are_the_7x7_neighbourhoods_of_their_positions():
 def test_ema_with_decay_zero_is_g_and_with_decay_half_the_mean():
     torch.manual_seed(0)
     netG, other = dcgan.Generator(nz=8, ngf=4, image_size=32), dcgan.Generator(nz=8, ngf=4, image_size=32)
-    ema = dcgan.Generator(nz=8, ngf=4, image_size=32)
-    dcgan.update_ema(ema, netG, 0.0)
-    assert all(torch.equal(a, b) for a, b in zip(ema.state_dict().values(), netG.state_dict().values()))
-    start = [p.clone() for p in ema.parameters()]
+    average = dcgan.Generator(nz=8, ngf=4, image_size=32)
+    ema.update_ema(average, netG, 0.0)
+    assert all(torch.equal(a, b) for a, b in zip(average.state_dict().values(), netG.state_dict().values()))
+    start = [p.clone() for p in average.parameters()]
     netG.main[1].running_mean.fill_(3)
-    dcgan.update_ema(ema, other, 0.5)
-    for averaged, before, current in zip(ema.parameters(), start, other.parameters()):
+    ema.update_ema(average, other, 0.5)
+    for averaged, before, current in zip(average.parameters(), start, other.parameters()):
         assert torch.allclose(averaged, (before + current) / 2)
-    assert torch.equal(ema.main[1].running_mean, other.main[1].running_mean)  # buffers copied
+    assert torch.equal(average.main[1].running_mean, other.main[1].running_mean)  # buffers copied
 
 
 def test_evaluation_and_ema_change_no_training_number(tiny, tmp_path, capsys, finished_run):

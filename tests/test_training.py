@@ -10,6 +10,7 @@ import torch.optim as optim
 from PIL import Image
 
 import dcgan
+from dcgan_beyond import checkpoints, data, devices
 from conftest import make_images, read_metrics, run, tiny_models
 from tutorial_reference import run_tutorial
 
@@ -85,8 +86,8 @@ def test_same_seed_gives_identical_metrics(tiny, tmp_path, finished_run):
 
 def test_cache_gives_the_tutorial_pipelines_pixels(faces, tmp_path):
     images = dcgan.make_dataset(faces, 32, 3)
-    pixels = dcgan.load_pixel_cache(images, 32, 3, str(tmp_path), workers=0)
-    cpu = dcgan.Process(device=torch.device("cpu"))
+    pixels = data.load_pixel_cache(images, 32, 3, str(tmp_path), workers=0)
+    cpu = devices.Process(device=torch.device("cpu"))
     torch.manual_seed(5)
     cached = dcgan.Batches(images, pixels, 8, 0, cpu).first()
     torch.manual_seed(5)
@@ -94,20 +95,20 @@ def test_cache_gives_the_tutorial_pipelines_pixels(faces, tmp_path):
     assert cached.dtype == decoded.dtype == torch.float32
     assert torch.equal(cached, decoded)
     everything = torch.stack([images[i] for i in range(len(images))])
-    assert torch.equal(dcgan.normalize_pixels(pixels), everything)
+    assert torch.equal(data.normalize_pixels(pixels), everything)
 
 
 def test_cache_is_reused_and_rebuilt_when_the_files_change(tmp_path, capsys):
     root = make_images(tmp_path / "data" / "img_align_celeba", 5)
     images = dcgan.make_dataset(str(tmp_path / "data"), 32, 3)
-    dcgan.load_pixel_cache(images, 32, 3, str(tmp_path / "cache"), workers=0)
+    data.load_pixel_cache(images, 32, 3, str(tmp_path / "cache"), workers=0)
     assert "Decoded 5 images" in capsys.readouterr().out
-    dcgan.load_pixel_cache(images, 32, 3, str(tmp_path / "cache"), workers=0)
+    data.load_pixel_cache(images, 32, 3, str(tmp_path / "cache"), workers=0)
     assert "Decoded" not in capsys.readouterr().out
     make_images(root, 1, seed=9)  # rewrites 000000.jpg with other pixels
     os.utime(root / "000000.jpg", ns=(1, 1))
     images = dcgan.make_dataset(str(tmp_path / "data"), 32, 3)
-    pixels = dcgan.load_pixel_cache(images, 32, 3, str(tmp_path / "cache"), workers=0)
+    pixels = data.load_pixel_cache(images, 32, 3, str(tmp_path / "cache"), workers=0)
     assert "Decoded 5 images" in capsys.readouterr().out
     assert torch.equal(pixels[0].float().div(255).sub(0.5).div(0.5), images[0])
 
@@ -206,7 +207,7 @@ def test_channels_last_and_logits_paths_train(tiny, tmp_path):
     # BCEWithLogitsLoss, the same function as Sigmoid + BCELoss up to rounding
     netG, netD, optG, optD = tiny_gan()
     real = torch.randn(8, 3, 32, 32)
-    wrapped = dcgan.Autocast(netD.main[:-1], "cpu")  # prepare_for_training's logits path
+    wrapped = devices.Autocast(netD.main[:-1], "cpu")  # prepare_for_training's logits path
     assert {id(p) for p in wrapped.parameters()} == {id(p) for p in netD.parameters()}
     with torch.no_grad():
         probs = netD(real).view(-1)
@@ -234,7 +235,7 @@ def test_128px_trains_a_few_iterations(tiny, tmp_path):
     assert run(argv) == 0
     with Image.open(tmp_path / "big" / "progress" / "iter_0000001.png") as grid:
         assert grid.size == (8 * 130 + 2, 8 * 130 + 2)
-    netG = dcgan.generator_from_weights(torch.load(tmp_path / "big" / "netG.pt", weights_only=True), "netG.pt")
+    netG = checkpoints.generator_from_weights(torch.load(tmp_path / "big" / "netG.pt", weights_only=True), "netG.pt", dcgan.Generator)
     assert netG.image_size == 128 and netG(torch.randn(1, 8, 1, 1)).shape == (1, 3, 128, 128)
     assert len(read_metrics(tmp_path / "big" / "metrics.csv")) == 2
 
@@ -242,12 +243,12 @@ def test_128px_trains_a_few_iterations(tiny, tmp_path):
 def test_cuda_and_cuda0_are_one_device_and_only_cpu_batches_are_pinned():
     """--device cuda named the cache's cuda:0 another place and pinned a CUDA tensor."""
     cpu, cuda, cuda0, cuda1 = (torch.device(d) for d in ("cpu", "cuda", "cuda:0", "cuda:1"))
-    assert dcgan.concrete_device(cuda) == cuda0
-    assert dcgan.transfer_kind(cuda0, cuda) == dcgan.transfer_kind(cuda, cuda0) == "none"
-    assert dcgan.transfer_kind(cpu, cpu) == "none"
-    assert dcgan.transfer_kind(cpu, cuda) == "pin and copy"
-    assert dcgan.transfer_kind(cuda0, cuda1) == "copy"
-    assert dcgan.transfer_kind(cuda0, cpu) == "copy"
+    assert devices.concrete_device(cuda) == cuda0
+    assert data.transfer_kind(cuda0, cuda) == data.transfer_kind(cuda, cuda0) == "none"
+    assert data.transfer_kind(cpu, cpu) == "none"
+    assert data.transfer_kind(cpu, cuda) == "pin and copy"
+    assert data.transfer_kind(cuda0, cuda1) == "copy"
+    assert data.transfer_kind(cuda0, cpu) == "copy"
 
 
 def test_deterministic_changes_no_cpu_number_and_a_resume_keeps_it(tiny, tmp_path, finished_run):
@@ -263,7 +264,7 @@ def test_deterministic_changes_no_cpu_number_and_a_resume_keeps_it(tiny, tmp_pat
         # on the CPU the kernels are repeatable anyway: the numbers of the default run
         assert read_metrics(tmp_path / "det" / "metrics.csv") == read_metrics(finished_run() / "metrics.csv")
     finally:
-        dcgan.configure_determinism(False, torch.device("cpu"))
+        devices.configure_determinism(False, torch.device("cpu"))
     assert not torch.are_deterministic_algorithms_enabled()
 
 

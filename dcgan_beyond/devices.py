@@ -1,0 +1,230 @@
+"""Devices and torchrun: this process's place in the job (`Process`), the device and what
+it supports, the wrappers for speed and scale, and the memory a step needs."""
+import ctypes
+import dataclasses
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from .errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class Process:
+    """This process's place in the job: its rank among world_size processes, its device,
+    and whether it writes (rank 0 alone prints, plots and writes files)."""
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def writes(self):
+        return self.rank == 0
+
+    def log(self, *values):
+        """print() for rank 0, that keeps a progress bar below the lines."""
+        if self.writes:
+            tqdm.write(" ".join(str(v) for v in values))
+
+
+def setup_distributed(args):
+    """Joins the torchrun job if there is one, and tunes this process for its device
+    (--deterministic's kernels; glibc's memory on the CPU); returns this Process.
+
+    NCCL on CUDA, Gloo elsewhere. The timeout makes a rank that died or hangs end the
+    whole job with an error instead of a silent wait; torchrun stops the other ranks.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        proc = Process(device=pick_device(args.device, args.ngpu))
+    else:
+        rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+        if args.ngpu > 1:
+            raise UserError("--ngpu > 1 (nn.DataParallel) cannot run under torchrun, which "
+                            "already gives each GPU its own process; drop --ngpu")
+        if args.batch_size % world_size:
+            raise UserError(f"--batch-size {args.batch_size} cannot be split evenly over "
+                            f"{world_size} processes; use a multiple of {world_size}")
+        device = pick_device(args.device, args.ngpu, local_rank)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=datetime.timedelta(minutes=30))
+        proc = Process(rank, world_size, device)
+    if proc.device.type == "cpu" and not keep_freed_memory():
+        proc.log("note: the C library is not glibc: freed memory goes back to the system "
+                 "every iteration, which slows CPU training")
+    configure_determinism(args.deterministic, proc.device)
+    return proc
+
+
+def finish_distributed(proc):
+    if proc.world_size > 1:
+        dist.destroy_process_group()
+
+
+def barrier(proc):
+    if proc.world_size > 1:
+        dist.barrier()
+
+
+def broadcast(tensor, proc):
+    """Rank 0's tensor on every rank."""
+    if proc.world_size > 1:
+        dist.broadcast(tensor, 0)
+
+
+def gather(obj, proc):
+    """The list of every rank's obj (under torchrun), or [obj]."""
+    if proc.world_size == 1:
+        return [obj]
+    objects = [None] * proc.world_size
+    dist.all_gather_object(objects, obj)
+    return objects
+
+
+def pick_device(requested, ngpu=1, local_rank=None):
+    """The tutorial's rule, extended: this machine's accelerator (CUDA, MPS, ...) if it has
+    one and ngpu > 0, else the CPU. `requested` overrides unless it is 'auto'. A CUDA
+    device comes back with its index (cuda -> cuda:0; under torchrun, the local rank's)."""
+    accelerator = torch.accelerator.current_accelerator(check_available=True)
+    if requested == "auto":
+        device = accelerator if ngpu > 0 and accelerator is not None else torch.device("cpu")
+    else:
+        try:
+            device = torch.device(requested)
+        except RuntimeError:
+            raise UserError(f"--device {requested}: not a device name; use auto, cpu, cuda, "
+                            "cuda:N or mps") from None
+        if device.type != "cpu" and (accelerator is None or device.type != accelerator.type
+                                     or (device.index or 0) >= torch.accelerator.device_count()):
+            raise UserError(f"--device {requested}: this machine has no such device "
+                            f"(torch {torch.__version__}); use --device auto or cpu")
+    if device.type == "cuda" and local_rank is not None:
+        device = torch.device("cuda", local_rank)
+    return concrete_device(device)
+
+
+def concrete_device(device):
+    """The device with its index: cuda -> cuda:N (the current CUDA device), so that two
+    names of one device compare equal."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
+    return device
+
+
+def configure_determinism(deterministic, device):
+    """--deterministic: kernels that give the same bits on every run, at some cost in
+    speed. Without it, cuDNN times several convolution algorithms and keeps the fastest,
+    and some of its kernels add in an order that changes from run to run: fast, but CUDA
+    runs are not repeatable. The CPU's kernels are repeatable either way."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
+        # cuBLAS needs a fixed workspace for repeatable sums; set before its first use.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def keep_freed_memory():
+    """glibc hands every large freed block (each activation, each iteration) back to the
+    kernel, and the next iteration page-faults it in again: a fifth of a CPU training step
+    here. Raising its mmap and trim thresholds keeps that memory in the process. Changes
+    no number. Returns False where the C library is not glibc (nothing done)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, OSError, TypeError):
+        return False
+    mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: serve blocks up to 1 GiB from the heap
+    mallopt(-1, 2 ** 31 - 1)  # M_TRIM_THRESHOLD (a C int): keep up to 2 GiB of free heap
+    return True
+
+
+def amp_supported(device):
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+class Autocast(nn.Module):
+    """Runs a network under bf16 autocast and returns float32."""
+
+    def __init__(self, model, device_type):
+        super().__init__()
+        self.net = model
+        self.device_type = device_type
+
+    def forward(self, input):
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            return self.net(input).float()
+
+
+def prepare_for_training(model, args, proc, logits=False):
+    """Wraps a network for speed and scale, each wrapper only when the resolved settings ask:
+    channels-last, SyncBatchNorm, bf16 autocast, torch.compile, then nn.DataParallel (--ngpu,
+    the tutorial's) or DistributedDataParallel (torchrun). The unwrapped model keeps the
+    parameters, the state dict and the tutorial's layout."""
+    device = proc.device
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if args.sync_bn:
+        nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces layers in place
+    # logits: D without its final Sigmoid (sharing its parameters); the criterion takes
+    # the Sigmoid in (BCEWithLogitsLoss: the same function, computed stably) or needs none
+    net = model.main[:-1] if logits else model
+    if args.amp:
+        net = Autocast(net, device.type)
+    if args.compile:
+        net = torch.compile(net)
+    if proc.world_size > 1:
+        net = DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
+    elif device.type == "cuda" and args.ngpu > 1:
+        net = nn.DataParallel(net, list(range(args.ngpu)))
+    return net
+
+
+def check_network_memory(args, proc, models):
+    """Before anything is built: refuses a run whose networks and one step's activations
+    would not fit the device's memory (CUDA) or the machine's (CPU). `models`: the
+    (Generator, Discriminator) classes."""
+    needed, params = step_memory(args, args.batch_size // proc.world_size, models)
+    device = proc.device
+    if device.type == "cuda":
+        available = torch.cuda.get_device_properties(device).total_memory
+    elif hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
+        available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    else:
+        return
+    if needed > available:
+        raise UserError(f"--image-size {args.image_size}: one training step would need about "
+                        f"{needed / 2**30:,.1f} GiB ({params / 1e6:,.0f} million weights with "
+                        "their gradients and Adam's moments, and the activations of a batch of "
+                        f"{args.batch_size // proc.world_size}), more than the "
+                        f"{available / 2**30:,.1f} GiB of this {device.type}; use a smaller "
+                        "--image-size, --batch-size, --ngf or --ndf")
+
+
+def step_memory(args, batch, models):
+    """(bytes, weights) of a float32 training step, estimated from shapes alone (no memory
+    is touched): weights, gradients and Adam's two moments, plus each layer's output in
+    G's pass and D's three passes, kept for backward, and twice as much again for the
+    gradients and temporaries of backward. The default run comes to 1.2 GiB; on a CPU it
+    peaks at about 1.5 GiB RSS, the interpreter and libraries included."""
+    outputs = []
+    Generator, Discriminator = models
+    with torch.device("meta"):
+        netG = Generator(args.nz, args.ngf, args.nc, args.image_size)
+        netD = Discriminator(args.nc, args.ndf, args.image_size)
+        for layer in [*netG.main, *netD.main]:
+            if not getattr(layer, "inplace", False):  # an in-place ReLU keeps no tensor of its own
+                layer.register_forward_hook(lambda module, inputs, output: outputs.append(output.numel()))
+        fake = netG(torch.empty(batch, args.nz, 1, 1))
+        d_count = len(outputs)
+        netD(fake)
+    weights = sum(p.numel() for net in (netG, netD) for p in net.parameters())
+    activations = sum(outputs[:d_count]) + 3 * sum(outputs[d_count:])
+    return 4 * (4 * weights + 3 * activations), weights

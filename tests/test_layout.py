@@ -1,0 +1,88 @@
+"""The layout: dcgan.py is the tutorial, the package beside it holds the rest, and imports
+go one way."""
+import ast
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = os.path.join(ROOT, "dcgan_beyond")
+
+
+def package_imports():
+    """{module: the package's modules it imports} from each module's source."""
+    found = {}
+    for name in sorted(os.listdir(PACKAGE)):
+        if not name.endswith(".py"):
+            continue
+        module = name[:-3]
+        with open(os.path.join(PACKAGE, name)) as f:
+            tree = ast.parse(f.read())
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                if node.level == 1 and node.module:
+                    imported.add(node.module)
+                elif node.level == 1:
+                    imported.update(alias.name for alias in node.names)
+                elif node.module and node.module.split(".")[0] in ("dcgan", "dcgan_beyond"):
+                    imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names
+                                if alias.name.split(".")[0] in ("dcgan", "dcgan_beyond"))
+        found[module] = imported
+    return found
+
+
+def test_the_package_never_imports_dcgan():
+    for module, imported in package_imports().items():
+        assert not {name for name in imported if name.split(".")[0] == "dcgan"}, module
+
+
+# The package's modules from the foundations up, as its docstring and the README list them
+ORDER = ["errors", "files", "devices", "stopping", "data", "download", "ema", "better_faces",
+         "checkpoints", "metrics", "fidelity", "health", "run", "sampling", "cli"]
+
+
+def test_each_module_imports_only_those_before_it():
+    graph = package_imports()
+    assert sorted(graph) == sorted(ORDER + ["__init__"])
+    for module in ORDER:
+        later = graph[module] - set(ORDER[:ORDER.index(module)])
+        assert not later, f"{module} imports {sorted(later)}"
+
+
+def test_the_packages_modules_import_one_another_without_a_cycle():
+    graph = package_imports()
+    assert set().union(*graph.values()) <= set(graph), "an import of a module that is not there"
+    done, visiting = set(), []
+
+    def visit(module):
+        assert module not in visiting, " -> ".join(visiting + [module])
+        if module in done:
+            return
+        visiting.append(module)
+        for other in graph[module]:
+            visit(other)
+        visiting.pop()
+        done.add(module)
+
+    for module in graph:
+        visit(module)
+
+
+def test_dcgan_py_is_750_lines_or_fewer():
+    with open(os.path.join(ROOT, "dcgan.py")) as f:
+        assert len(f.read().splitlines()) <= 750
+
+
+def test_importing_dcgan_and_its_help_load_no_optional_library():
+    code = ("import sys, contextlib, io, dcgan\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "    dcgan.main(['--help'])\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'torch_fidelity', 'huggingface_hub', 'tensorboard', 'httpx'}))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
