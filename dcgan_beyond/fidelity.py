@@ -1,5 +1,7 @@
 """FID and KID, the field's yardstick, computed by torch-fidelity (imported only when
 asked for), and the evaluators that --eval-metrics names."""
+import hashlib
+import json
 import os
 import pickle
 
@@ -7,6 +9,7 @@ import torch
 
 from .data import cache_folder, cache_path, load_pixel_cache, real_uint8, to_rgb
 from .errors import UserError, reason
+from .files import atomic_write
 from .metrics import SWDEvaluator, generated_uint8
 
 
@@ -75,11 +78,33 @@ def inception_weights(path):
     return path
 
 
+def weights_digest(path, cache_root):
+    """The first 16 hex digits of the weights file's SHA-256, read once and remembered in
+    CACHE_ROOT/weights-digests.json by the file's path, size and modification time."""
+    st = os.stat(path)
+    key = f"{os.path.abspath(path)} {st.st_size} {st.st_mtime_ns}"
+    memo = os.path.join(cache_root, "weights-digests.json")
+    try:
+        with open(memo) as f:
+            known = json.load(f)
+    except (OSError, ValueError):
+        known = {}
+    if key not in known:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        known[key] = digest.hexdigest()[:16]
+        os.makedirs(cache_root, exist_ok=True)
+        atomic_write(memo, lambda f: f.write(json.dumps(known, indent=1).encode()))
+    return known[key]
+
+
 class FidelityEvaluator:
     """FID and KID (torch-fidelity, standard Inception) of G's images against all real
     images (held-out, or training images) at the training size, beside the real-vs-real
     floor (two disjoint halves of them). The real images' statistics are cached beside the
-    pixel cache, once per dataset and size. torch-fidelity draws from its own seeded
+    pixel cache, once per dataset, size and Inception weights. torch-fidelity draws from its own seeded
     generator: evaluation changes no training number."""
 
     def __init__(self, real, real_key, metrics, args, device, log=print):
@@ -93,9 +118,11 @@ class FidelityEvaluator:
         if limit:
             self.protocol += ("; not comparable with papers, which use 50,000 generated "
                               "images against all real ones")
-        # the real images' statistics, cached beside the pixel cache: once per dataset and size
+        # the real images' statistics, cached beside the pixel cache: once per dataset, size
+        # and weights (other weights must never meet statistics that these made)
         self.cache_root = os.path.join(cache_folder(args.cache_dir), "fidelity")
-        self.real_name = f"dcgan-real-{real_key}-{len(self.real)}"
+        digest = weights_digest(self.weights, self.cache_root)
+        self.real_name = f"dcgan-real-{real_key}-{len(self.real)}-inception-{digest}"
         self.floor = self._score(PixelImages(self.real[0::2]), PixelImages(self.real[1::2]),
                                  input1_cache_name=f"{self.real_name}-even",
                                  input2_cache_name=f"{self.real_name}-odd")

@@ -18,12 +18,11 @@ from test_resume import RunsCode, assert_same_run, interrupt_at
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="session")
-def inception_file(tmp_path_factory):
+def random_inception(folder, seed):
     """torch-fidelity's InceptionV3 with random weights, saved as a state dict. He
     initialisation keeps the signal alive through its 94 layers, so that different images
     get different features."""
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     with mock.patch.object(inception, "load_state_dict_from_url", lambda *a, **k: {}), \
             mock.patch.object(inception.FeatureExtractorInceptionV3, "load_state_dict",
                               lambda self, state_dict: None):
@@ -31,9 +30,34 @@ def inception_file(tmp_path_factory):
     for layer in model.modules():
         if isinstance(layer, torch.nn.Conv2d):
             torch.nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-    path = tmp_path_factory.mktemp("inception") / fidelity.INCEPTION_FILE
+    path = folder / fidelity.INCEPTION_FILE
     torch.save(model.state_dict(), path)
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def inception_file(tmp_path_factory):
+    return random_inception(tmp_path_factory.mktemp("inception"), seed=0)
+
+
+def test_other_inception_weights_never_meet_cached_real_statistics(inception_file, finished_run,
+                                                                     tmp_path, capsys):
+    """A second weights file (a wrong first download, a copy, a new torch-fidelity) with the
+    same cache folder gets the numbers of a fresh folder, not the first file's statistics."""
+    other = random_inception(tmp_path, seed=1)
+
+    def fid_line(weights, cache):
+        status, out, err = run(["evaluate", "--checkpoint", str(finished_run() / "checkpoint.pt"),
+                                "--metrics", "fid", "--fid-weights", weights, "--eval-samples", "6",
+                                "--cache-dir", str(cache)], capsys)
+        assert status == 0, err
+        return out.splitlines()[-1]  # "fid X (floor Y)"
+
+    first = fid_line(inception_file, tmp_path / "shared")
+    second = fid_line(other, tmp_path / "shared")
+    assert second == fid_line(other, tmp_path / "fresh")
+    assert second != first
+    assert fid_line(inception_file, tmp_path / "shared") == first  # each file's own statistics
 
 
 def images(count, seed):
