@@ -27,6 +27,31 @@ FIXED_ON_RESUME = ("nz", "ngf", "ndf", "nc", "image_size", "batch_size", "spectr
 PER_INVOCATION = ("resume", "max_iters", "download", "download_from", "allow_changed_data")
 
 
+def fid_or_kid(args):
+    return bool(args.eval_every) and bool({"fid", "kid"} & set(args.eval_metrics.split(",")))
+
+
+# Flags that do nothing without another: (the flag, what it needs, whether the settings
+# have it). A flag typed without what it needs gets one note line at the start.
+FLAG_NEEDS = (
+    ("eval_metrics", "--eval-every N (it says what --eval-every measures)", lambda a: a.eval_every),
+    ("eval_samples", "--eval-every N", lambda a: a.eval_every),
+    ("eval_dataroot", "--eval-every N", lambda a: a.eval_every),
+    ("fid_weights", "FID or KID (--eval-every N --eval-metrics fid or kid)", fid_or_kid),
+    ("ema_rampup", "--ema DECAY", lambda a: a.ema is not None),
+    ("allow_changed_data", "--resume", lambda a: a.resume is not None),
+    ("cache_dir", "the decode-once cache (dropped by --no-cache) or FID and KID",
+     lambda a: not a.no_cache or fid_or_kid(a)),
+)
+
+
+def idle_flag_notes(args, given):
+    """One note for each flag given on this command line that has no effect without another
+    (FLAG_NEEDS)."""
+    return [f"note: --{flag.replace('_', '-')} has no effect without {needs}"
+            for flag, needs, present in FLAG_NEEDS if flag in given and not present(args)]
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that reports a bad flag as a UserError: one line, no usage block."""
 
@@ -414,6 +439,9 @@ def main(argv, tutorial):
         parser = get_args_parser(tutorial.inputs)
         args, given = parse_train_args(parser, argv)
         args, checkpoint = resolve_resume(parser, args, given)
+        if int(os.environ.get("RANK", "0")) == 0:  # torchrun starts one process per rank
+            for note in idle_flag_notes(args, given):
+                print(note)
         return tutorial.train(args, checkpoint)
     except UserError as error:
         rank = int(os.environ.get("RANK", "0"))

@@ -133,3 +133,26 @@ def test_help_explains_every_flag(capsys):
                  "--outdir", "--device", "--max-iters", "--log-every", "--sample-every",
                  "--resume", "--checkpoint-every", "torchrun"):
         assert flag in text
+
+
+def test_each_flag_that_needs_another_says_so_in_one_note(tiny, tmp_path, capsys):
+    idle = ["--eval-metrics", "fid", "--eval-samples", "5", "--eval-dataroot", str(tmp_path),
+            "--fid-weights", str(tmp_path / "none.pth"), "--ema-rampup", "0.1",
+            "--allow-changed-data", "--no-cache", "--max-iters", "1"]
+    status, out, err = run(tiny("out", *idle), capsys)
+    assert status == 0, err
+    assert [line for line in out.splitlines() if line.startswith("note: --")] == [
+        "note: --eval-metrics has no effect without --eval-every N (it says what --eval-every measures)",
+        "note: --eval-samples has no effect without --eval-every N",
+        "note: --eval-dataroot has no effect without --eval-every N",
+        "note: --fid-weights has no effect without FID or KID (--eval-every N --eval-metrics fid or kid)",
+        "note: --ema-rampup has no effect without --ema DECAY",
+        "note: --allow-changed-data has no effect without --resume",
+        "note: --cache-dir has no effect without the decode-once cache (dropped by --no-cache) or FID and KID"]
+    assert not (tmp_path / "out" / "eval.csv").exists()  # nothing measured, as the note says
+
+
+def test_flags_with_what_they_need_give_no_note(tiny, capsys):
+    status, out, err = run(tiny("out", "--ema", "0.9", "--ema-rampup", "0.1", "--max-iters", "1"), capsys)
+    assert status == 0, err
+    assert "note: --" not in out
