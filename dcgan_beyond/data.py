@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .devices import barrier, concrete_device
 from .errors import UserError, reason
-from .files import atomic_write, size_text, take_lock
+from .files import atomic_write, size_text, take_lock, writable_folder
 from .stopping import ignore_interrupts
 
 
@@ -218,6 +218,30 @@ def npy_header(count, row_shape):
     return header.getvalue()
 
 
+def check_cache_room(cache_dir, count, row_shape):
+    """The bytes a cache of count rows needs, or one line when the folder has not that room."""
+    needed = len(npy_header(count, row_shape)) + count * math.prod(row_shape)
+    free = shutil.disk_usage(cache_dir).free
+    if needed > free:
+        raise UserError(f"--cache-dir {cache_dir}: the image cache needs {size_text(needed)} "
+                        f"and {size_text(free)} is free there; give a --cache-dir with room, "
+                        "or --no-cache")
+    return needed
+
+
+def check_cache_folder(images, args):
+    """Before anything is written: the cache folder is writable and, unless an intact cache
+    of these images is there, has room for one. Nothing is checked with --no-cache."""
+    if args.no_cache:
+        return
+    cache_dir = cache_folder(args.cache_dir)
+    writable_folder("--cache-dir", cache_dir)
+    row_shape = (args.nc, args.image_size, args.image_size)
+    path = cache_path(images, args.image_size, args.nc, cache_dir)
+    if not os.path.exists(path):
+        check_cache_room(cache_dir, len(images), row_shape)
+
+
 def build_pixel_cache(images, path, row_shape, workers):
     """Decodes every image straight into a memory-mapped file of the final size, under a
     temporary name, then renames it into place: memory stays a few batches whatever the
@@ -226,11 +250,7 @@ def build_pixel_cache(images, path, row_shape, workers):
         os.unlink(stale)
     row_bytes, count = math.prod(row_shape), len(images)
     header = npy_header(count, row_shape)
-    needed, free = len(header) + count * row_bytes, shutil.disk_usage(os.path.dirname(path)).free
-    if needed > free:
-        raise UserError(f"--cache-dir {os.path.dirname(path)}: the image cache needs "
-                        f"{size_text(needed)} and {size_text(free)} is free there; give a "
-                        "--cache-dir with room, or --no-cache")
+    needed = check_cache_room(os.path.dirname(path), count, row_shape)
     start, tmp = time.time(), f"{path}.{os.getpid()}.tmp"
     try:
         with open(tmp, "wb+") as f:

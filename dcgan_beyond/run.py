@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from .better_faces import DiffAugment
 from .checkpoints import check_same_data, checkpoint_path, restore_training, save_checkpoint
-from .data import file_digest, open_eval_images, real_uint8
+from .data import check_cache_folder, file_digest, open_eval_images, real_uint8
 from .devices import barrier, broadcast, check_network_memory, finish_distributed, prepare_for_training
 from .download import download_celeba, wait_for_download
 from .ema import ema_decay, update_ema
@@ -27,10 +27,19 @@ from .stopping import FAILURE_STOP, StopRequest
 
 
 def open_inputs(args, proc, checkpoint, make_dataset, models):
-    """Checks every input before anything is written: downloads CelebA when asked, opens
-    the dataset and the held-out one (or None) with part I's make_dataset, compares them
-    with a resumed run's, and sizes the networks (part I's classes, `models`) against the
-    device's memory. Returns both datasets."""
+    """Checks every input before anything is written or downloaded, the cheap checks first:
+    the networks (part I's classes, `models`) against the device's memory, TensorBoard, an
+    earlier run's checkpoint in the outdir. Then downloads CelebA when asked, opens the
+    dataset and the held-out one (or None) with part I's make_dataset, compares them with a
+    resumed run's, checks the cache folder, and last fetches FID's Inception weights
+    (92 MB). Returns both datasets."""
+    check_network_memory(args, proc, models)
+    if args.tensorboard:
+        summary_writer()
+    if proc.writes and checkpoint is None and os.path.exists(checkpoint_path(args.outdir)):
+        raise UserError(f"--outdir {args.outdir}: holds the checkpoint of an earlier run; "
+                        "continue it with --resume, or start afresh in another --outdir (or "
+                        f"after deleting {checkpoint_path(args.outdir)})")
     if args.download or args.download_from:
         if proc.writes:
             download_celeba(args.dataroot, args.download_from)
@@ -38,20 +47,20 @@ def open_inputs(args, proc, checkpoint, make_dataset, models):
             wait_for_download(args.dataroot, proc)
     barrier(proc)
     images = make_dataset(args.dataroot, args.image_size, args.nc)
-    held_out = open_eval_images(args, images, make_dataset) if args.eval_every else None
-    if args.eval_every and {"fid", "kid"} & set(metric_names(args)):
-        inception_weights(args.fid_weights)  # or one line: before anything is written
     if checkpoint is not None:
         check_same_data(checkpoint, images, args, proc)
-    check_network_memory(args, proc, models)
-    if args.tensorboard:
-        summary_writer()
+    held_out = open_eval_images(args, images, make_dataset) if args.eval_every else None
+    if proc.writes:
+        check_cache_folder(images, args)
+    if args.eval_every and {"fid", "kid"} & set(metric_names(args)):
+        inception_weights(args.fid_weights)  # or one line: before anything is written
     return images, held_out
 
 
 def start_run(args, proc, checkpoint):
-    """Once every input is checked: takes the outdir for this run, prints the configuration
-    and writes config.json. Returns the run's Outputs, to hold (with) for the whole run."""
+    """Once every input is checked: takes the outdir for this run and prints the
+    configuration (prepare_training writes config.json, once the data is loaded). Returns
+    the run's Outputs, to hold (with) for the whole run."""
     outputs = Outputs(args.outdir)
     if proc.writes:
         with contextlib.ExitStack() as undo:  # on an error here, the outdir is let go
@@ -61,18 +70,12 @@ def start_run(args, proc, checkpoint):
             if not outputs.lock():
                 proc.log("note: no file locks here (fcntl); nothing stops a second run from "
                          "writing into the same --outdir")
-            if checkpoint is None and os.path.exists(checkpoint_path(args.outdir)):
-                raise UserError(f"--outdir {args.outdir}: holds the checkpoint of an earlier "
-                                "run; continue it with --resume, or start afresh in another "
-                                f"--outdir (or after deleting {checkpoint_path(args.outdir)})")
             if args.tensorboard:
                 outputs.tensorboard = summary_writer()(outputs.path("tensorboard"))
             proc.log("Configuration:")
             for key, value in vars(args).items():
                 proc.log(f"  {key}: {value}")
             proc.log(f"  (device: {proc.device}, processes: {proc.world_size}, torch {torch.__version__})")
-            atomic_write(outputs.path("config.json"),
-                         lambda f: f.write(json.dumps(vars(args), indent=2).encode()))
             undo.pop_all()
     return outputs
 
@@ -114,8 +117,13 @@ class Outputs(contextlib.AbstractContextManager):
 
 
 def prepare_training(state, args, proc, checkpoint, num_batches):
-    """Set-up before the loop: the EMA generator, the checkpoint's state, the metrics
-    file, and the networks as the step runs them (channels-last, autocast, compile, DDP)."""
+    """Set-up before the loop: the EMA generator, the checkpoint's state, config.json and
+    the metrics file (the run's first writes over an earlier run's files, now that the data
+    is loaded), and the networks as the step runs them (channels-last, autocast, compile,
+    DDP)."""
+    if proc.writes:
+        atomic_write(os.path.join(args.outdir, "config.json"),
+                     lambda f: f.write(json.dumps(vars(args), indent=2).encode()))
     broadcast(state.fixed_noise, proc)  # every rank draws the grids (SyncBatchNorm): same noise
     if args.ema is not None:
         state.ema = copy.deepcopy(state.netG).requires_grad_(False)  # averaged, never trained
@@ -155,6 +163,7 @@ class Extras:
         self.stop = StopRequest(proc)
         self.epoch_steps, self.epoch_clock = 0, time.time()
         self.logged_rows = len(state.metrics.rows)
+        self.failure = None  # the health event that stops the run, with --on-failure stop
 
     def __enter__(self):
         self.stop.__enter__()
@@ -196,7 +205,9 @@ class Extras:
 
     def _report(self, events):
         """The health monitor's warnings: said once, recorded, and with --on-failure
-        stop, a stop after this iteration."""
+        stop, a stop after this iteration: the one whose statistics flush (every --log-every
+        batches) or fixed-noise grid showed the sign, which may be later than the iteration
+        the warning names."""
         for event in events:
             self.proc.log(event["message"])
             if self.tensorboard:
@@ -205,6 +216,7 @@ class Extras:
             self.state.health = self.health.events
             write_health_csv(self.out("health.csv"), self.state.health)
             if self.args.on_failure == "stop":
+                self.failure = events[0]
                 self.stop.stop_for_failure()
 
     def measure(self, iters, last):
@@ -243,9 +255,12 @@ class Extras:
         """After a signal (or a failure, with --on-failure stop): says how to resume;
         returns the exit status, 128 + the signal's number (or FAILURE_EXIT)."""
         failed = self.stop.signum == FAILURE_STOP
-        how = (f"after iteration {self.state.iteration}: the run is failing (--on-failure stop)"
+        seen = ("its fixed-noise grid was made" if failed and self.failure["signal"] == "g_collapsed"
+                else "its statistics reached the host, every --log-every batches")
+        how = (f"after iteration {self.state.iteration - 1}: the run is failing (--on-failure "
+               f"stop: warned at iteration {self.failure['iteration']}, seen when {seen})"
                if failed else f"by {signal.Signals(self.stop.signum).name} after iteration "
-               f"{self.state.iteration}")
+               f"{self.state.iteration - 1}")
         self.proc.log(f"Stopped {how}; checkpoint written to {self.checkpoint_file}. Resume "
                       f"with: python dcgan.py --resume {self.checkpoint_file}")
         finish_distributed(self.proc)

@@ -93,7 +93,7 @@ def test_a_closed_terminal_or_slurms_warning_checkpoints_like_ctrl_c(tiny, tmp_p
         interrupt_at(patch, 1, signum)
         status, out, err = run(tiny("parts"), capsys)
     assert status == 128 + signum
-    assert f"Stopped by {signal.Signals(signum).name} after iteration 2;" in out
+    assert f"Stopped by {signal.Signals(signum).name} after iteration 1;" in out
     assert run(["--outdir", str(tmp_path / "parts"), "--resume"]) == 0
     assert_same_run(finished_run(), tmp_path / "parts")
 
@@ -104,7 +104,7 @@ def test_under_torchrun_a_signal_to_one_rank_stops_every_rank_one_iteration_late
     argv = tiny_argv(faces, tmp_path / "out", tmp_path / "cache", "--num-epochs", "400",
                      "--log-every", "1000", "--sample-every", "1000", "--batch-size", "4")
     result = torchrun(os.path.join(HERE, "ddp_probe.py"), "signal", "4", *argv)
-    assert "Stopped by SIGTERM after iteration 6;" in result.stdout, result.stderr[-2000:]
+    assert "Stopped by SIGTERM after iteration 5;" in result.stdout, result.stderr[-2000:]
     checkpoint = torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)
     assert checkpoint["iteration"] == 6 and len(checkpoint["metrics"]) == 6
 
@@ -123,7 +123,7 @@ def test_a_second_signal_during_the_checkpoint_write_waits_for_it(tiny, tmp_path
         status, out, err = run(tiny("parts"), capsys)
     assert status == 128 + signal.SIGINT
     assert "dcgan.py: writing the checkpoint; the run stops once it is whole" in err
-    assert "Traceback" not in err and "Stopped by SIGINT after iteration 2;" in out
+    assert "Traceback" not in err and "Stopped by SIGINT after iteration 1;" in out
     assert run(["--outdir", str(tmp_path / "parts"), "--resume"]) == 0
     assert_same_run(finished_run(), tmp_path / "parts")
 
@@ -178,12 +178,15 @@ def test_resume_refuses_changed_images_unless_allowed(tmp_path, tiny, capsys):
 
 @pytest.mark.parametrize("flags", [["--dataroot", "MISSING"],
                                    ["--eval-every", "2", "--eval-dataroot", "MISSING"],
-                                   ["--image-size", "4096"]])
+                                   ["--image-size", "4096"],
+                                   ["--num-epochs", "7", "--cache-dir", "FILE/sub"]])
 def test_a_failed_resume_writes_nothing(tiny, tmp_path, capsys, flags):
     assert run(tiny("out", "--max-iters", "2")) == 0
     outdir = tmp_path / "out"
     before = {f: (outdir / f).read_bytes() for f in os.listdir(outdir) if (outdir / f).is_file()}
-    flags = [str(tmp_path / "nowhere") if f == "MISSING" else f for f in flags]
+    (tmp_path / "a-file").write_text("x")
+    flags = [str(tmp_path / "nowhere") if f == "MISSING" else
+             str(tmp_path / "a-file" / "sub") if f == "FILE/sub" else f for f in flags]
     status, out, err = run(["--outdir", str(outdir), "--resume", *flags], capsys)
     assert status == 2 and one_error_line(err)
     after = {f: (outdir / f).read_bytes() for f in os.listdir(outdir) if (outdir / f).is_file()}
@@ -338,6 +341,16 @@ def test_swd_on_one_image_is_refused(tiny, tmp_path, capsys):
     assert run(tiny("plain", "--max-iters", "1", dataroot=str(root.parent))) == 0
     status, out, err = run(["evaluate", "--checkpoint", str(tmp_path / "plain" / "checkpoint.pt")], capsys)
     assert status == 2 and one_error_line(err).startswith("--eval-every: SWD needs at least 2")
+
+
+def test_the_cheap_checks_come_before_any_download(tiny, tmp_path, capsys, monkeypatch):
+    """A run that would be refused for its size is refused before CelebA is fetched."""
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # were it tried: no network
+    status, out, err = run(tiny("out", "--download", "--image-size", "4096",
+                                dataroot=str(tmp_path / "celeba")), capsys)
+    assert status == 2
+    assert one_error_line(err).startswith("--image-size 4096: one training step would need about ")
+    assert not (tmp_path / "celeba").exists() and not (tmp_path / "out").exists()
 
 
 def test_a_huge_image_size_is_refused_before_anything_is_built(tiny, tmp_path, capsys):

@@ -56,7 +56,7 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(tiny, tmp_path
         interrupt_at(patch, stop_after - 1)
         status, out, err = run(tiny("parts", *flags), capsys)
     assert status == 128 + signal.SIGINT
-    assert f"Stopped by SIGINT after iteration {stop_after};" in out
+    assert f"Stopped by SIGINT after iteration {stop_after - 1};" in out  # 0-based, as the rows
     assert len(read_metrics(tmp_path / "parts" / "metrics.csv")) == stop_after
     assert run(["--outdir", str(tmp_path / "parts"), "--resume"]) == 0
     assert_same_run(finished_run(*flags), tmp_path / "parts")
@@ -88,7 +88,7 @@ def test_sigterm_writes_a_checkpoint_and_resume_finishes_identically(tiny, tmp_p
     assert "Traceback" not in err
     done = len(read_metrics(metrics))
     assert 5 <= done < 120
-    assert (f"Stopped by SIGTERM after iteration {done}; checkpoint written to "
+    assert (f"Stopped by SIGTERM after iteration {done - 1}; checkpoint written to "
             f"{tmp_path / 'killed' / 'checkpoint.pt'}. Resume with: python dcgan.py --resume "
             f"{tmp_path / 'killed' / 'checkpoint.pt'}") in out
     assert not (tmp_path / "killed" / "netG.pt").exists()
