@@ -170,7 +170,8 @@ def add_tutorial_flags(parser, inputs):
     group.add_argument("--beta1", type=unit_interval, default=inputs["beta1"],
                        help="Adam beta1 of both networks")
     group.add_argument("--ngpu", type=non_negative_int, default=inputs["ngpu"],
-                       help="GPUs for nn.DataParallel; 0 trains on the CPU")
+                       help="GPUs for nn.DataParallel; 0 trains on the CPU (no CUDA, MPS or "
+                            "other accelerator)")
     group.add_argument("--seed", type=seed_number, default=inputs["seed"], help="random seed")
 
 
@@ -190,7 +191,7 @@ def add_run_flags(parser):
     group.add_argument("--checkpoint-every", type=positive_int, default=None,
                        help="write checkpoint.pt every this many iterations (default: "
                             "--sample-every); also at each epoch's end, at the end and on "
-                            "Ctrl-C or SIGTERM")
+                            "Ctrl-C, SIGTERM, SIGHUP or SIGUSR1")
     group.add_argument("--resume", nargs="?", const="", default=None, metavar="CHECKPOINT",
                        help="continue the run saved in CHECKPOINT (default: "
                             "OUTDIR/checkpoint.pt) with its configuration; flags given "
@@ -206,11 +207,14 @@ def add_run_flags(parser):
                        help="with --resume: go on although the images changed since the "
                             "checkpoint (the run is then no longer the uninterrupted one)")
     group.add_argument("--download", action="store_true",
-                       help="first fetch CelebA into DATAROOT/img_align_celeba from the Hugging "
-                            "Face Hub (verified; resumes; see data/README.md)")
-    group.add_argument("--download-from", default=None, metavar="REPO_ID[@REVISION]",
-                       help="with --download: a Hub dataset repo of your own that holds an "
-                            "img_align_celeba.zip")
+                       help="first fetch CelebA into DATAROOT/img_align_celeba: the tutorial's "
+                            "own copy, then Hub copies, then Google Drive, each checked against "
+                            "the official SHA-256; resumes; a zip already in DATAROOT is checked "
+                            "and unpacked (see data/README.md)")
+    group.add_argument("--download-from", default=None, metavar="SOURCE",
+                       help="fetch CelebA from a source of your own (implies --download): an "
+                            "https:// (or http://) URL of img_align_celeba.zip, or a Hub repo "
+                            "that holds one, [datasets/|spaces/]OWNER/NAME[@REVISION]")
 
 
 def add_speed_flags(parser):
@@ -269,14 +273,16 @@ def add_measurement_flags(parser):
                        help="what --eval-every measures: a comma-separated subset of "
                             "swd,fid,kid (FID and KID: torch-fidelity's Inception)")
     group.add_argument("--eval-samples", type=positive_int, default=None,
-                       help=f"images per evaluation (default: {EVAL_SAMPLES} a set for SWD; "
-                            f"{FID_SAMPLES:,} generated against all real images for FID and "
-                            "KID, the papers' protocol)")
+                       help=f"images per evaluation: each of SWD's two sets (default "
+                            f"{EVAL_SAMPLES}); for FID and KID both the generated and the real "
+                            f"images (default: {FID_SAMPLES:,} generated against all real "
+                            "images, the papers' protocol)")
     group.add_argument("--fid-weights", default=None, metavar="PATH",
                        help=f"torch-fidelity's Inception weights ({INCEPTION_FILE}), for "
                             "machines without network (default: download once)")
     group.add_argument("--eval-dataroot", default=None,
-                       help="held-out real images for SWD (default: training images)")
+                       help="held-out real images for SWD, FID and KID (default: the "
+                            "training images)")
     group.add_argument("--ema", type=unit_interval, default=None, metavar="DECAY",
                        help="keep an exponential moving average of G's weights with "
                             "this decay (0.999 is usual); figures, samples and SWD use it")
@@ -333,8 +339,9 @@ def get_evaluate_parser():
     parser.add_argument("--eval-dataroot", default=None,
                         help="held-out real images (default: the checkpoint's, if any)")
     parser.add_argument("--eval-samples", type=positive_int, default=None,
-                        help=f"images per set (default: the checkpoint's, else {EVAL_SAMPLES} for "
-                             f"SWD and the papers' {FID_SAMPLES:,} generated against all real for FID)")
+                        help=f"images per set, real ones too (default: the checkpoint's, else "
+                             f"{EVAL_SAMPLES} for SWD and the papers' {FID_SAMPLES:,} generated "
+                             "against all real for FID and KID)")
     parser.add_argument("--seed", type=seed_number, default=None,
                         help="seed (default: the checkpoint's, so numbers match training's)")
     parser.add_argument("--workers", type=non_negative_int, default=2,

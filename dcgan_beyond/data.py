@@ -44,6 +44,9 @@ def open_dataset(dataset_class, dataroot, image_size=64, nc=3, flag="--dataroot"
         dataset = []
     except PermissionError as error:
         raise UserError(f"{flag} {dataroot}: cannot be read ({error.strerror})") from None
+    if len(dataset) == 0 and os.path.isfile(os.path.join(dataroot, "img_align_celeba.zip")):
+        raise UserError(f"{flag} {dataroot}: holds img_align_celeba.zip but no images yet; add "
+                        "--download to check and unpack it (no network needed), or unzip it there")
     if len(dataset) == 0:
         raise UserError(f"{flag} {dataroot}: holds no images "
                         f"({', '.join(dset.folder.IMG_EXTENSIONS[:4])}, ...); expected "

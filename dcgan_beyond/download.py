@@ -1,9 +1,11 @@
-"""--download: CelebA from the Hugging Face Hub, verified, resumable, safe to interrupt."""
+"""--download: CelebA's img_align_celeba.zip from sources whose checksum is known before a
+byte is fetched, verified while it arrives, resumable, safe to interrupt; then unpacked."""
 import errno
 import glob
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -17,116 +19,230 @@ from .files import size_text, writable_folder
 
 
 CELEBA_ZIP = "img_align_celeba.zip"
-CELEBA_ZIP_MD5 = "00d2c5bc6d35e252742224ab0c1e8fcb"  # the official file's, as torchvision lists it
-# Hub dataset repos that hold the official img_align_celeba.zip, tried in order
-HUB_COPIES = ("AlexWortega/celeb",)
-MANUAL_ROUTES = ("get img_align_celeba.zip by hand from the official site "
-                 "(mmlab.ie.cuhk.edu.hk/projects/CelebA.html), Kaggle "
-                 "(kaggle.com/datasets/jessicali9530/celeba-dataset) or the Hub "
-                 f"(huggingface.co/datasets/{HUB_COPIES[0]})")
+# The official file: torchvision lists this SHA-256 and size for it, and PyTorch's tutorials
+# build checks the same digest for its copy of the DCGAN tutorial's data.
+CELEBA_ZIP_SHA256 = "46fb89443c578308acf364d7d379fe1b9efb793042c0af734b6112e4fd3a8c74"
+CELEBA_ZIP_BYTES = 1_443_490_838
+# The built-in sources, tried in order: the tutorial's own asset over HTTPS, then Hub copies
+# (taken only when the Hub announces the official SHA-256 as the file's linked ETag)
+TUTORIAL_ASSET = "https://s3.amazonaws.com/pytorch-tutorial-assets/img_align_celeba.zip"
+HUB_COPIES = ("spaces/haihuynh/face-img-retrieval", "datasets/AlexWortega/celeb")
+MANUAL_ROUTES = (f"get {CELEBA_ZIP} by hand from {TUTORIAL_ASSET}, the official site "
+                 "(mmlab.ie.cuhk.edu.hk/projects/CelebA.html) or Kaggle "
+                 "(kaggle.com/datasets/jessicali9530/celeba-dataset)")
 
 
 class CopyRefused(Exception):
-    """One copy of CelebA cannot be used (missing, gated, unverified): try the next."""
+    """One source of CelebA cannot be used (missing, gated, not the official file): try the
+    next."""
+
+
+class Unreachable(CopyRefused):
+    """One source cannot be reached (no route, no name, a proxy that refuses)."""
 
 
 class NoNetwork(Exception):
-    """The Hub cannot be reached at all (offline mode, no route, a firewall)."""
+    """No source may be tried: HF_HUB_OFFLINE is set."""
 
 
 def download_celeba(dataroot, source=None):
     """--download: leaves DATAROOT/img_align_celeba/ complete, as if the official zip had
-    been unzipped there by hand. Tries `source` (--download-from REPO[@REVISION]) or the
-    built-in Hub copies in order, then torchvision's Google Drive route. An existing
-    folder needs no network; a download resumes where the last one stopped; the folder
-    appears only whole and verified."""
+    been unzipped there by hand. A zip already in DATAROOT is checked and unpacked with no
+    network. Else tries `source` (--download-from: an https:// or http:// URL, or a Hub repo
+    [datasets/|spaces/]OWNER/NAME[@REVISION]) or the built-in sources in order, then
+    torchvision's Google Drive route. A download resumes where the last one stopped; the
+    folder appears only whole and verified."""
     target = os.path.join(dataroot, "img_align_celeba")
     if os.path.isdir(target):
         return
     for stale in glob.glob(os.path.join(glob.escape(dataroot), ".unpacking-*")):  # a killed unpack's
         shutil.rmtree(stale, ignore_errors=True)
-    copies = [source] if source else list(HUB_COPIES)
-    failures = []
-    for k, copy_id in enumerate(copies):
-        try:
-            zip_path = fetch_celeba_zip(copy_id, dataroot, official=source is None)
-            unpack_celeba(zip_path, dataroot)
-            os.unlink(zip_path)  # 1.4 GB: the folder is what training reads
-            return
-        except CopyRefused as error:
-            more = "; trying the next copy" if k + 1 < len(copies) else ""
-            print(f"--download: {copy_id}: {error}{more}", file=sys.stderr)
-            failures.append(copy_id)
-        except NoNetwork as error:
-            raise UserError(f"--download: {error}; {MANUAL_ROUTES}, and unzip it into "
-                            f"{dataroot} (or copy a Hub cache from a machine with network)") from None
-    if source is None:
-        download_from_google_drive(dataroot)
-        return
-    raise UserError(f"--download: no copy of CelebA could be used ({', '.join(failures)}); "
-                    f"{MANUAL_ROUTES}, and unzip it into {dataroot}")
-
-
-def fetch_celeba_zip(copy_id, dataroot, official=True):
-    """The copy's img_align_celeba.zip in dataroot, downloaded by the Hub client (which
-    honours HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE, shows size, speed and time left,
-    and retries a dropped connection) into a .part file that a later run resumes. Built-in
-    copies must have the official MD5; a --download-from copy may differ, with a note."""
-    from huggingface_hub import constants, errors, get_hf_file_metadata, hf_hub_url
-    from huggingface_hub.file_download import http_get
-    from huggingface_hub.utils import build_hf_headers
-    import httpx2  # the Hub client's HTTP library: its errors say "no network"
-
-    repo, _, revision = copy_id.partition("@")
     zip_path = os.path.join(dataroot, CELEBA_ZIP)
-    if os.path.isfile(zip_path):  # a finished, verified download that was not unpacked
-        return zip_path
-    url = hf_hub_url(repo, CELEBA_ZIP, repo_type="dataset", revision=revision or None,
+    if os.path.isfile(zip_path):
+        check_local_zip(zip_path)
+        return unpack_and_remove(zip_path, dataroot)
+    if offline():
+        raise UserError(f"--download: HF_HUB_OFFLINE is set, and CelebA is not here yet; "
+                        f"{MANUAL_ROUTES}, and unzip it into {dataroot}")
+    sources = [source] if source else [TUTORIAL_ASSET, *HUB_COPIES]
+    failures, unreachable = [], []
+    for k, name in enumerate(sources):
+        try:
+            fetch_celeba_zip(name, dataroot, official=source is None)
+            return unpack_and_remove(zip_path, dataroot)
+        except CopyRefused as error:
+            more = "; trying the next source" if k + 1 < len(sources) else ""
+            print(f"--download: {name}: {error}{more}", file=sys.stderr)
+            failures.append(name)
+            if isinstance(error, Unreachable):
+                unreachable.append(error)
+    if len(unreachable) == len(sources):
+        raise UserError(f"--download: no source could be reached ({unreachable[0]}); "
+                        f"{MANUAL_ROUTES}, and unzip it into {dataroot}")
+    if source is None:
+        return download_from_google_drive(dataroot)
+    raise UserError(f"--download: {source} could not be used; {MANUAL_ROUTES}, and unzip it "
+                    f"into {dataroot}")
+
+
+def offline():
+    """HF_HUB_OFFLINE, as the Hub client reads it: then no source is tried."""
+    from huggingface_hub import constants
+    return constants.HF_HUB_OFFLINE
+
+
+def unpack_and_remove(zip_path, dataroot):
+    unpack_celeba(zip_path, dataroot)
+    os.unlink(zip_path)  # 1.4 GB: the folder is what training reads
+
+
+def check_local_zip(zip_path):
+    """A zip found in DATAROOT (put there by hand, or verified by a download whose unpack was
+    cut): its SHA-256, read once; not the official file is used with a note, after the
+    unpack's check of its layout."""
+    digest = hashlib.sha256()
+    with open(zip_path, "rb") as f, tqdm(total=os.path.getsize(zip_path), desc="checking",
+                                         unit="B", unit_scale=True, leave=False, disable=None) as bar:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+            bar.update(len(block))
+    if digest.hexdigest() != CELEBA_ZIP_SHA256:
+        print(f"note: {zip_path} is not the official file (SHA-256 {digest.hexdigest()}); "
+              "using it as a copy of your own")
+
+
+def parse_source(name):
+    """(url, kind, label) of a source: kind "http" for a URL, else "hub" with the Hub's
+    resolve URL of the repo's img_align_celeba.zip (a dataset unless it says spaces/)."""
+    if re.match(r"^https?://", name):
+        return name, "http", name
+    from huggingface_hub import constants, hf_hub_url
+    repo, _, revision = name.partition("@")
+    kind, _, rest = repo.partition("/")
+    repo_type, repo_id = ({"datasets": "dataset", "spaces": "space"}[kind], rest) \
+        if kind in ("datasets", "spaces") and rest.count("/") == 1 else ("dataset", repo)
+    url = hf_hub_url(repo_id, CELEBA_ZIP, repo_type=repo_type, revision=revision or None,
                      endpoint=os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
+    return url, "hub", name
+
+
+def announced(url, kind):
+    """(size, SHA-256 or None) of the file as the source announces it before any byte:
+    the Hub's linked ETag is the SHA-256 of a file stored with Git LFS; a plain server
+    announces only its size. Raises CopyRefused or Unreachable."""
+    import httpx2  # the Hub client's HTTP library
+    from huggingface_hub import errors, get_hf_file_metadata
+    from huggingface_hub.utils import get_session, hf_raise_for_status
     try:
-        meta = get_hf_file_metadata(url)
-    except errors.OfflineModeIsEnabled:
-        raise NoNetwork("HF_HUB_OFFLINE is set, and CelebA is not here yet") from None
+        if kind == "hub":
+            meta = get_hf_file_metadata(url)
+            size, etag = meta.size, meta.etag
+            sha256 = etag if etag and re.fullmatch(r"[0-9a-f]{64}", etag) else None
+        else:  # a plain server gets no Hub token
+            response = get_session().head(url, headers={"Accept-Encoding": "identity"},
+                                          follow_redirects=True)
+            hf_raise_for_status(response)
+            size, sha256 = int(response.headers.get("Content-Length") or 0), None
     except (httpx2.TransportError, ConnectionError, TimeoutError) as error:
-        raise NoNetwork(f"cannot reach {url.split('/datasets/')[0]} ({error})") from None
+        raise Unreachable(f"cannot reach it ({first_line(error)})") from None
     except (errors.RepositoryNotFoundError, errors.RevisionNotFoundError,
             errors.EntryNotFoundError) as error:
         raise CopyRefused(f"not found ({type(error).__name__})") from None
     except errors.GatedRepoError:
         raise CopyRefused("gated: it needs an accepted licence and HF_TOKEN") from None
     except errors.HfHubHTTPError as error:
-        raise CopyRefused(f"the Hub refused ({first_line(error)})") from None
-    if not meta.size:
-        raise CopyRefused("the Hub gives no size for the file")
+        raise CopyRefused(f"the server refused ({first_line(error)})") from None
+    if not size:
+        raise CopyRefused("the server gives no size for the file")
+    return size, sha256
+
+
+class HashingFile:
+    """The .part file, open for appending, that hashes (SHA-256) every byte written to it,
+    so that no second pass over 1.4 GB is needed. What is already on disk is hashed once, at
+    the start; if the client truncates (a server that ignored Range), the hash restarts
+    from what is kept."""
+
+    def __init__(self, f):
+        self.f, self.sha256 = f, hashlib.sha256()
+        self._rehash(os.fstat(f.fileno()).st_size)
+
+    def _rehash(self, size):
+        self.sha256 = hashlib.sha256()
+        with open(self.f.name, "rb") as kept:
+            while size > 0:
+                block = kept.read(min(1 << 20, size))
+                if not block:
+                    break
+                self.sha256.update(block)
+                size -= len(block)
+
+    def write(self, data):
+        self.sha256.update(data)
+        return self.f.write(data)
+
+    def truncate(self, size=None):
+        size = self.f.tell() if size is None else size
+        result = self.f.truncate(size)
+        self.f.flush()
+        self._rehash(size)
+        return result
+
+    def __getattr__(self, name):  # tell, seek, flush, fileno: the file's own
+        return getattr(self.f, name)
+
+
+def fetch_celeba_zip(name, dataroot, official=True):
+    """The source's img_align_celeba.zip into DATAROOT, renamed into place only once its
+    SHA-256 is the official one (a --download-from source of your own may differ, with a
+    note). The Hub client's downloader fetches it (the same progress bar, retries and
+    Range resume on both kinds of source) into a .part file that a later run resumes.
+    A built-in source that announces another size or SHA-256 is refused before its body
+    is asked for."""
+    import httpx2
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import build_hf_headers
+    url, kind, label = parse_source(name)
+    size, sha256 = announced(url, kind)
+    if official and (size != CELEBA_ZIP_BYTES or (sha256 and sha256 != CELEBA_ZIP_SHA256)):
+        what = (f"SHA-256 {sha256}" if sha256 and sha256 != CELEBA_ZIP_SHA256
+                else f"size {size:,} bytes")
+        raise CopyRefused(f"it announces {what}, not the official file's; not downloaded")
+    if kind == "http" and url.startswith("http://"):
+        print(f"note: {url} is plain HTTP: nothing protects the bytes on the way; the "
+              "SHA-256 below is the only check")
     writable_folder("--dataroot", dataroot)
-    part = os.path.join(dataroot, f".{CELEBA_ZIP}.{(meta.etag or 'x')[:16]}.part")
+    # the same source announcing the same file resumes; anything else starts afresh
+    key = hashlib.sha256(f"{url} {size} {sha256}".encode()).hexdigest()[:16]
+    part = os.path.join(dataroot, f".{CELEBA_ZIP}.{key}.part")
     have = os.path.getsize(part) if os.path.exists(part) else 0
-    check_room(dataroot, meta.size - have, meta.size)
-    print(f"Downloading {CELEBA_ZIP} ({size_text(meta.size)}) from {repo}"
-          + (f" at {revision}" if revision else "") + (f", resuming at {size_text(have)}" if have else ""))
+    check_room(dataroot, size - have, size)
+    print(f"Downloading {CELEBA_ZIP} ({size_text(size)}) from {label}"
+          + (f", resuming at {size_text(have)}" if have else ""))
     try:
         with open(part, "ab") as f:
-            http_get(meta.location, f, resume_size=have, headers=build_hf_headers(),
-                     expected_size=meta.size, displayed_filename=CELEBA_ZIP)
+            hashing = HashingFile(f)
+            http_get(url, hashing, resume_size=have, expected_size=size, displayed_filename=CELEBA_ZIP,
+                     headers=build_hf_headers() if kind == "hub" else {})
     except (httpx2.TransportError, OSError) as error:
         if getattr(error, "errno", None) in (errno.ENOSPC, errno.EFBIG):
             raise UserError(f"--download: the disk is full or the file too large ({reason(error)}) "
                             f"after {size_text(os.path.getsize(part))}: CelebA needs "
-                            f"{size_text(meta.size)} for the zip and about as much for the "
+                            f"{size_text(size)} for the zip and about as much for the "
                             f"folder in {dataroot}; free some space and run --download again") from None
         done = os.path.getsize(part) if os.path.exists(part) else 0
         raise UserError(f"--download: the connection broke after {size_text(done)} of "
-                        f"{size_text(meta.size)} ({first_line(error)}); run --download "
+                        f"{size_text(size)} ({first_line(error)}); run --download "
                         "again to resume") from None
-    digest = file_md5(part)
-    if digest != CELEBA_ZIP_MD5:
+    digest = hashing.sha256.hexdigest()
+    if digest != CELEBA_ZIP_SHA256:
         if official:
             os.unlink(part)
-            raise CopyRefused(f"its MD5 {digest} is not the official {CELEBA_ZIP_MD5}")
-        print(f"note: {copy_id}'s {CELEBA_ZIP} is not the official file (MD5 {digest}); "
+            raise CopyRefused(f"its SHA-256 {digest} is not the official {CELEBA_ZIP_SHA256}; "
+                              "removed it")
+        print(f"note: {label}'s {CELEBA_ZIP} is not the official file (SHA-256 {digest}); "
               "using it as a copy of your own")
-    os.replace(part, zip_path)
-    return zip_path
+    os.replace(part, os.path.join(dataroot, CELEBA_ZIP))
 
 
 def check_room(dataroot, zip_bytes, folder_bytes):
@@ -136,14 +252,6 @@ def check_room(dataroot, zip_bytes, folder_bytes):
         raise UserError(f"--download: CelebA needs {size_text(zip_bytes)} more for the zip and "
                         f"{size_text(folder_bytes)} for the unpacked folder, and {dataroot} has "
                         f"{size_text(free)} free; free some space or choose another --dataroot")
-
-
-def file_md5(path):
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def unpack_celeba(zip_path, dataroot):
@@ -199,7 +307,7 @@ def download_from_google_drive(dataroot):
     """The last route: torchvision's CelebA downloader (Google Drive, through gdown), into
     a hidden folder beside dataroot, then renamed into place."""
     if importlib.util.find_spec("gdown") is None:  # torchvision needs it for Google Drive
-        raise UserError("--download: no Hub copy could be used, and torchvision's Google "
+        raise UserError("--download: no source could be used, and torchvision's Google "
                         "Drive route needs the gdown package (pip install gdown); "
                         f"{MANUAL_ROUTES}, and unzip it into {dataroot}")
     writable_folder("--dataroot", dataroot)

@@ -1,6 +1,7 @@
-"""--download against a stand-in Hub on 127.0.0.1: the real client, the real download,
-verification, resume, interruption, offline machines and full disks. No test reaches
-the internet."""
+"""--download against a stand-in Hub and file server on 127.0.0.1: the real client, the
+real download, the order of sources, verification before and during the download, resume,
+interruption, offline machines and full disks. No test reaches the internet: the built-in
+sources are pointed at the stand-in."""
 import glob
 import hashlib
 import importlib.util
@@ -14,9 +15,10 @@ import pytest
 
 import dcgan
 from dcgan_beyond import download, files
-from conftest import make_images, run
-from fake_hub import FakeHub
+from conftest import make_images, run, tiny_argv
+from fake_hub import COMMIT, FakeHub
 from test_cli_errors import one_error_line
+from test_distributed import torchrun
 from test_faults import start, wait_for
 
 
@@ -39,6 +41,12 @@ def hub(monkeypatch, tmp_path):
         yield server
 
 
+def official(monkeypatch, data):
+    """Makes `data` the official file, as far as the checks go."""
+    monkeypatch.setattr(download, "CELEBA_ZIP_SHA256", hashlib.sha256(data).hexdigest())
+    monkeypatch.setattr(download, "CELEBA_ZIP_BYTES", len(data))
+
+
 def hub_env(hub, tmp_path, **extra):
     return dict(os.environ, HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf-home"),
                 PYTHONDONTWRITEBYTECODE="1", **extra)
@@ -53,19 +61,20 @@ def test_download_from_a_hub_repo_makes_the_tutorials_layout_and_trains(hub, tin
     data = celeba_zip(tmp_path)
     hub.serve("fake/celeba", "img_align_celeba.zip", data)
     root = tmp_path / "celeba"
-    status, out, err = run(tiny("out", "--download", "--download-from", "fake/celeba",
+    status, out, err = run(tiny("out", "--download-from", f"fake/celeba@{COMMIT}",
                                 dataroot=str(root)), capsys)
     assert status == 0, err
     assert sorted(os.listdir(root / "img_align_celeba")) == [f"{k:06d}.jpg" for k in range(1, 21)]
     assert leftovers(root) == ["img_align_celeba"]  # no zip, no .part, no unpacking folder
-    md5 = hashlib.md5(data).hexdigest()
-    assert (f"note: fake/celeba's img_align_celeba.zip is not the official file (MD5 {md5}); "
-            "using it as a copy of your own") in out
+    sha256 = hashlib.sha256(data).hexdigest()
+    assert (f"note: fake/celeba@{COMMIT}'s img_align_celeba.zip is not the official file "
+            f"(SHA-256 {sha256}); using it as a copy of your own") in out
     assert f"Unpacked 20 images into {root / 'img_align_celeba'}" in out
     assert len(open(tmp_path / "out" / "metrics.csv").readlines()) == 1 + 6  # it trained
-    # --download-from REPO@REVISION asks for that revision
-    assert any("/datasets/fake/celeba/resolve/main/img_align_celeba.zip" in path
-               for _, path, _ in hub.requests)
+    # --download-from REPO@REVISION asks for that revision, and only for it
+    paths = [path for _, path, _ in hub.requests]
+    assert paths and all(path == f"/datasets/fake/celeba/resolve/{COMMIT}/img_align_celeba.zip"
+                         for path in paths)
 
 
 def test_an_existing_folder_needs_no_network(hub, tiny, tmp_path, capsys):
@@ -78,31 +87,102 @@ def test_an_existing_folder_needs_no_network(hub, tiny, tmp_path, capsys):
 
 @pytest.mark.skipif(importlib.util.find_spec("gdown") is not None,
                     reason="with gdown installed, the Google Drive route would be tried")
-def test_a_copy_with_another_md5_is_refused_and_the_next_tried(hub, tiny, tmp_path, capsys, monkeypatch):
+def test_sources_in_order_a_wrong_announcement_is_refused_before_its_body(hub, tiny, tmp_path,
+                                                                         capsys, monkeypatch):
+    """The tutorial's asset, then the Hub copies: a source that announces another size or
+    SHA-256 is named and skipped without a GET; the first official one is downloaded."""
     data = celeba_zip(tmp_path)
-    hub.serve("fake/unofficial", "img_align_celeba.zip", data)
-    monkeypatch.setattr(download, "HUB_COPIES", ("fake/unofficial", "fake/gone"))
+    official(monkeypatch, data)
+    hub.serve_plain("/asset/img_align_celeba.zip", data + b"x")  # another size
+    hub.serve("spaces/fake/space", "img_align_celeba.zip", celeba_zip(tmp_path / "b", count=21))
+    hub.serve("fake/celeba", "img_align_celeba.zip", data)
+    monkeypatch.setattr(download, "TUTORIAL_ASSET", f"{hub.url}/asset/img_align_celeba.zip")
+    monkeypatch.setattr(download, "HUB_COPIES", ("spaces/fake/space", "fake/gone", "fake/celeba"))
+    root = tmp_path / "celeba"
+    status, out, err = run(tiny("out", "--download", "--max-iters", "1", dataroot=str(root)), capsys)
+    assert status == 0, err
+    other = hashlib.sha256(celeba_zip(tmp_path / "b", count=21)).hexdigest()
+    assert err.strip().splitlines()[:3] == [
+        f"--download: {hub.url}/asset/img_align_celeba.zip: it announces size {len(data) + 1:,} "
+        "bytes, not the official file's; not downloaded; trying the next source",
+        f"--download: spaces/fake/space: it announces SHA-256 {other}, not the official "
+        "file's; not downloaded; trying the next source",
+        "--download: fake/gone: not found (RepositoryNotFoundError); trying the next source"]
+    assert [(method, path) for method, path, _ in hub.requests] == [
+        ("HEAD", "/asset/img_align_celeba.zip"),
+        ("HEAD", "/spaces/fake/space/resolve/main/img_align_celeba.zip"),
+        ("HEAD", "/datasets/fake/gone/resolve/main/img_align_celeba.zip"),
+        ("HEAD", "/datasets/fake/celeba/resolve/main/img_align_celeba.zip"),
+        ("GET", "/datasets/fake/celeba/resolve/main/img_align_celeba.zip")]
+    assert "not the official file" not in out  # the official file: no note
+    assert len(os.listdir(root / "img_align_celeba")) == 20
+    assert leftovers(root) == ["img_align_celeba"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gdown") is not None,
+                    reason="with gdown installed, the Google Drive route would be tried")
+def test_a_body_that_is_not_the_official_file_is_refused_and_removed(hub, tiny, tmp_path, capsys,
+                                                                    monkeypatch):
+    """A plain server announces no digest: the SHA-256 computed while the bytes arrive
+    refuses the file, which is then removed."""
+    data = celeba_zip(tmp_path)
+    monkeypatch.setattr(download, "CELEBA_ZIP_BYTES", len(data))  # the right size, other bytes
+    hub.serve_plain("/asset/img_align_celeba.zip", data)
+    monkeypatch.setattr(download, "TUTORIAL_ASSET", f"{hub.url}/asset/img_align_celeba.zip")
+    monkeypatch.setattr(download, "HUB_COPIES", ())
     root = tmp_path / "celeba"
     status, out, err = run(tiny("out", "--download", dataroot=str(root)), capsys)
     assert status == 2
     lines = err.strip().splitlines()
-    assert lines[0] == (f"--download: fake/unofficial: its MD5 {hashlib.md5(data).hexdigest()} is "
-                        f"not the official {download.CELEBA_ZIP_MD5}; trying the next copy")
-    assert lines[1] == "--download: fake/gone: not found (RepositoryNotFoundError)"
-    assert one_error_line("\n".join(lines[2:])) == (
-        "--download: no Hub copy could be used, and torchvision's Google Drive route needs "
+    assert lines[0] == (f"--download: {hub.url}/asset/img_align_celeba.zip: its SHA-256 "
+                        f"{hashlib.sha256(data).hexdigest()} is not the official "
+                        f"{download.CELEBA_ZIP_SHA256}; removed it")
+    assert one_error_line("\n".join(lines[1:])) == (
+        "--download: no source could be used, and torchvision's Google Drive route needs "
         f"the gdown package (pip install gdown); {download.MANUAL_ROUTES}, and unzip it into {root}")
     assert leftovers(root) == []  # the refused file is gone
 
 
-def test_a_connection_cut_mid_file_resumes_on_the_next_download(hub, tiny, tmp_path, capsys):
+def test_a_zip_in_the_folder_is_named_and_then_checked_and_unpacked_without_network(
+        hub, tiny, tmp_path, capsys, monkeypatch):
+    root = tmp_path / "celeba"
+    root.mkdir()
+    data = celeba_zip(tmp_path)
+    (root / "img_align_celeba.zip").write_bytes(data)
+    status, out, err = run(tiny("out", dataroot=str(root)), capsys)
+    assert status == 2
+    assert one_error_line(err) == (
+        f"--dataroot {root}: holds img_align_celeba.zip but no images yet; add --download to "
+        "check and unpack it (no network needed), or unzip it there")
+    status, out, err = run(tiny("out", "--download", "--max-iters", "1", dataroot=str(root)), capsys)
+    assert status == 0, err
+    assert (f"note: {root / 'img_align_celeba.zip'} is not the official file (SHA-256 "
+            f"{hashlib.sha256(data).hexdigest()}); using it as a copy of your own") in out
+    assert hub.requests == []  # no network
+    assert leftovers(root) == ["img_align_celeba"] and len(os.listdir(root / "img_align_celeba")) == 20
+    # the official file itself is unpacked without a note
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "img_align_celeba.zip").write_bytes(data)
+    official(monkeypatch, data)
+    status, out, err = run(tiny("out2", "--download", "--max-iters", "1", dataroot=str(other)), capsys)
+    assert status == 0, err
+    assert "not the official file" not in out and hub.requests == []
+
+
+@pytest.mark.parametrize("route", ["hub", "https"])
+def test_a_connection_cut_mid_file_resumes_on_the_next_download(hub, tiny, tmp_path, capsys, route):
     # the client writes in blocks of 10 MiB: a cut after the first block keeps it
     data = celeba_zip(tmp_path, count=20, size=(1000, 1200))
     assert len(data) > 12 * 2**20
     hub.serve("fake/celeba", "img_align_celeba.zip", data)
+    hub.serve_plain("/mirror/img_align_celeba.zip", data)
+    source, path = (("fake/celeba", "/datasets/fake/celeba/resolve/main/img_align_celeba.zip")
+                    if route == "hub" else
+                    (f"{hub.url}/mirror/img_align_celeba.zip", "/mirror/img_align_celeba.zip"))
     hub.cut_after = 11 * 2**20
     root = tmp_path / "celeba"
-    argv = tiny("out", "--download-from", "fake/celeba", "--max-iters", "1", dataroot=str(root))
+    argv = tiny("out", "--download-from", source, "--max-iters", "1", dataroot=str(root))
     status, out, err = run(argv, capsys)
     assert status == 2
     message = one_error_line("\n".join(l for l in err.splitlines() if l.startswith("dcgan.py")))
@@ -117,8 +197,11 @@ def test_a_connection_cut_mid_file_resumes_on_the_next_download(hub, tiny, tmp_p
     hub.cut_after, hub.requests[:] = None, []
     status, out, err = run(argv, capsys)
     assert status == 0, err
-    assert ("GET", "/datasets/fake/celeba/resolve/main/img_align_celeba.zip",
-            f"bytes={10 * 2**20}-") in hub.requests
+    assert ("GET", path, f"bytes={10 * 2**20}-") in hub.requests
+    if route == "https":  # a plain server gets no Hub token, and the note on plain HTTP
+        assert all("authorization" not in {k.lower() for k in h} for h in hub.headers)
+        assert (f"note: {source} is plain HTTP: nothing protects the bytes on the way; the "
+                "SHA-256 below is the only check") in out
     assert len(os.listdir(root / "img_align_celeba")) == 20
     assert leftovers(root) == ["img_align_celeba"]
 
@@ -152,19 +235,22 @@ def test_offline_with_an_empty_cache_gives_the_manual_routes(hub, tmp_path, tiny
     assert done.returncode == 2
     assert one_error_line(done.stderr) == (
         f"--download: HF_HUB_OFFLINE is set, and CelebA is not here yet; {download.MANUAL_ROUTES}, "
-        f"and unzip it into {root} (or copy a Hub cache from a machine with network)")
+        f"and unzip it into {root}")
     assert not root.exists() and hub.requests == []
 
 
 def test_no_network_gives_the_manual_routes(monkeypatch, tmp_path, tiny, capsys):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setattr(download, "TUTORIAL_ASSET", "http://127.0.0.1:9/img_align_celeba.zip")
     root = tmp_path / "celeba"
     status, out, err = run(tiny("out", "--download", dataroot=str(root)), capsys)
     assert status == 2
-    message = one_error_line(err)
-    assert message.startswith("--download: cannot reach http://127.0.0.1:9 (")
-    assert message.endswith(f"{download.MANUAL_ROUTES}, and unzip it into {root} (or copy a Hub "
-                            "cache from a machine with network)")
+    lines = err.strip().splitlines()
+    assert [line.split(": cannot reach it")[0] for line in lines[:3]] == [
+        "--download: http://127.0.0.1:9/img_align_celeba.zip", *(f"--download: {name}" for name in download.HUB_COPIES)]
+    message = one_error_line("\n".join(lines[3:]))
+    assert message.startswith("--download: no source could be reached (cannot reach it (")
+    assert message.endswith(f"{download.MANUAL_ROUTES}, and unzip it into {root}")
     assert not root.exists()
 
 
@@ -196,3 +282,16 @@ def test_too_little_room_is_refused_before_downloading(hub, small_filesystem, tm
         f"{files.size_text(len(data))} for the unpacked folder, and {small} has 1.0 MiB free; "
         "free some space or choose another --dataroot")
     assert os.listdir(small) == [] and not any(method == "GET" for method, _, _ in hub.requests)
+
+
+def test_under_torchrun_rank_0_downloads_while_the_other_ranks_wait(hub, tmp_path):
+    hub.serve("fake/celeba", "img_align_celeba.zip", celeba_zip(tmp_path))
+    root = tmp_path / "celeba"
+    argv = tiny_argv(root, tmp_path / "out", tmp_path / "cache", "--download-from", "fake/celeba",
+                     "--max-iters", "2", "--batch-size", "4")
+    result = torchrun(dcgan.__file__, *argv)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"rank 1: waiting for rank 0 to download CelebA into {root}" in result.stderr
+    assert [method for method, _, _ in hub.requests] == ["HEAD", "GET"]  # once, by rank 0
+    assert len(os.listdir(root / "img_align_celeba")) == 20
+    assert len(open(tmp_path / "out" / "metrics.csv").readlines()) == 1 + 2
