@@ -1,6 +1,7 @@
 """FID and KID through torch-fidelity, with its Inception network built from random
 weights (saved to a file and given as --fid-weights): no network, no download."""
 import csv
+import math
 import os
 import signal
 from unittest import mock
@@ -92,7 +93,10 @@ def test_evaluate_prints_fid_with_its_sample_counts(inception_file, finished_run
     assert status == 0, err
     assert ("(6 generated vs 6 real images, 32 px; not comparable with papers, which use "
             "50,000 generated images against all real ones; floor FID ") in out
-    assert "FID/KID floor (real vs real, two halves of 6 images): FID " in out
+    floor_line = next(l for l in out.splitlines() if l.startswith("FID/KID floor (real vs real, "))
+    assert floor_line.startswith("FID/KID floor (real vs real, two halves of 6 images): FID ")
+    floor_fid, floor_kid = (float(v) for v in floor_line.split(": FID ")[1].split(", KID "))
+    assert math.isfinite(floor_fid) and floor_fid >= 0 and math.isfinite(floor_kid)
     assert [line.split()[0] for line in out.splitlines()[-2:]] == ["fid", "kid"]
 
 
@@ -102,8 +106,16 @@ def test_training_with_fid_writes_eval_csv_and_resumes_exactly(inception_file, t
     assert run(tiny("whole", *flags)) == 0
     rows = read_eval(tmp_path / "whole" / "eval.csv")
     assert [r["iteration"] for r in rows] == ["0", "5"]
-    assert all(float(r["fid"]) > 0 and float(r["swd_avg"]) > 0 and r["floor_fid"] for r in rows)
+    for r in rows:
+        assert float(r["fid"]) > 0 and float(r["swd_avg"]) > 0
+        assert math.isfinite(float(r["floor_fid"])) and float(r["floor_fid"]) >= 0
     assert os.path.getsize(tmp_path / "whole" / "fid.png") > 0
+    # evaluate on the finished run repeats training's last row
+    status, out, err = run(["evaluate", "--checkpoint", str(tmp_path / "whole" / "checkpoint.pt"),
+                            "--metrics", "fid", "--fid-weights", inception_file], capsys)
+    assert status == 0, err
+    assert out.splitlines()[-1] == (f"fid {float(rows[-1]['fid']):.4g} "
+                                    f"(floor {float(rows[-1]['floor_fid']):.4g})")
     with monkeypatch.context() as patch:
         interrupt_at(patch, 2)
         assert run(tiny("parts", *flags)) == 128 + signal.SIGINT

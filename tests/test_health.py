@@ -110,4 +110,30 @@ def test_on_failure_stop_exits_3_with_a_checkpoint_that_resumes(tiny, tmp_path, 
 
 
 def test_a_healthy_tiny_run_writes_an_empty_health_csv(finished_run):
-    assert read_health(finished_run() / "health.csv") == []
+    assert (finished_run() / "health.csv").read_text() == "iteration,signal,value,message\n"
+
+
+def test_d_has_won_in_a_real_run_warns_and_stops(tiny, tmp_path, capsys):
+    """A D that learns 10^5 times faster than G wins within a few dozen iterations."""
+    status, out, err = run(tiny("dwon", "--lr-d", "0.01", "--lr-g", "0.0000001", "--num-epochs", "60",
+                                "--log-every", "1", "--on-failure", "stop"), capsys)
+    assert status == 3, err
+    warnings = [line for line in out.splitlines() if line.startswith("warning: iteration ")]
+    assert len(warnings) == 1 and ": D has won: Loss_D was below 0.001 in " in warnings[0]
+    assert "a slower D (--lr-d 0.005)" in warnings[0]  # half of D's own rate
+    assert [e["signal"] for e in read_health(tmp_path / "dwon" / "health.csv")] == ["d_won"]
+
+
+def test_g_has_collapsed_in_a_real_run_when_its_grids_are_copies(tiny, tmp_path, capsys, monkeypatch):
+    """G's fixed-noise images made from one noise vector 64 times are 64 copies: the monitor,
+    wired to the loop's grids, says so after two grids running."""
+    real_grid = dcgan.fixed_noise_grid
+    monkeypatch.setattr(dcgan, "fixed_noise_grid",
+                        lambda netG, noise: real_grid(netG, noise[:1].expand_as(noise)))
+    status, out, err = run(tiny("collapse", "--sample-every", "1", "--max-iters", "4"), capsys)
+    assert status == 0, err
+    warnings = [line for line in out.splitlines() if line.startswith("warning: iteration ")]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("warning: iteration 1: G has collapsed: its 64 fixed-noise images "
+                                  "are near copies of each other (their mean distance is 0.00 of a real batch's")
+    assert [e["signal"] for e in read_health(tmp_path / "collapse" / "health.csv")] == ["g_collapsed"]

@@ -1,13 +1,15 @@
 """Measuring what the GAN learned: SWD, the EMA generator, evaluation during training."""
+import copy
 import csv
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 import dcgan
-from dcgan_beyond import ema, metrics
+from dcgan_beyond import checkpoints, cli, ema, metrics
 from conftest import read_metrics, run
 
 
@@ -144,3 +146,34 @@ def test_tensorboard_logs_losses_grids_and_swd(tiny, tmp_path):
         (tag,) = curve.Tags()["scalars"]
         assert [e.step for e in curve.Scalars(tag)] == list(range(6))
         assert [e.value for e in curve.Scalars(tag)] == pytest.approx([r[column] for r in rows], rel=1e-6)
+
+
+def test_the_ema_generator_makes_the_grids_the_samples_and_the_swd(tiny, tmp_path, capsys):
+    assert run(tiny("ema", "--ema", "0.9", "--max-iters", "3", "--eval-every", "100",
+                    "--eval-samples", "8")) == 0
+    checkpoint = torch.load(tmp_path / "ema" / "checkpoint.pt", weights_only=True)
+    emaG, netG = (checkpoints.generator_from_weights(checkpoint[key], key, dcgan.Generator)
+                  for key in ("ema", "netG"))
+    fixed = checkpoint["fixed_noise"]
+    # the last grid: the EMA generator on the fixed noise, in training mode as the loop runs it
+    with Image.open(tmp_path / "ema" / "progress" / "iter_0000002.png") as image:
+        grid = torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1)
+    assert torch.equal(grid, dcgan.fixed_noise_grid(copy.deepcopy(emaG).train(), fixed))
+    assert not torch.equal(grid, dcgan.fixed_noise_grid(copy.deepcopy(netG).train(), fixed))
+    # generate: the EMA generator's images for its seed
+    status, out, err = run(["generate", "--checkpoint", str(tmp_path / "ema" / "checkpoint.pt"),
+                            "--num-samples", "2", "--seed", "3", "--single-files"], capsys)
+    assert status == 0, err
+    noise = torch.randn(2, 8, 1, 1, generator=torch.Generator().manual_seed(3))
+    with Image.open(tmp_path / "ema" / "samples" / "000000.png") as image:
+        sample = torch.from_numpy(np.array(image)).permute(2, 0, 1)
+    assert torch.equal(sample, metrics.generated_uint8(emaG, noise)[0])
+    assert not torch.equal(sample, metrics.generated_uint8(netG, noise)[0])
+    # SWD at the end: the EMA generator's (evaluate measures it; G's own differs)
+    with open(tmp_path / "ema" / "eval.csv") as f:
+        last = list(csv.DictReader(f))[-1]
+    evaluator_args = cli.get_args_parser(dcgan.TUTORIAL_INPUTS).parse_args(tiny("x", "--eval-samples", "8"))
+    images = dcgan.make_dataset(evaluator_args.dataroot, 32, 3)
+    evaluator = metrics.SWDEvaluator(images, None, None, evaluator_args, torch.device("cpu"), log=lambda *a: None)
+    assert evaluator.measure(emaG, 2)["swd_avg"] == pytest.approx(float(last["swd_avg"]), rel=1e-6)
+    assert evaluator.measure(netG, 2)["swd_avg"] != pytest.approx(float(last["swd_avg"]), rel=1e-6)

@@ -199,10 +199,23 @@ def test_amp_falls_back_on_cpu_with_a_notice(tiny, capsys):
     assert "note: --amp uses bf16 autocast on CUDA only; training in float32 on cpu" in out
 
 
-def test_channels_last_and_logits_paths_train(tiny, tmp_path):
-    assert run(tiny("cl", "--channels-last", "--max-iters", "3")) == 0
+def test_channels_last_and_compile_train_and_the_step_gets_channels_last_batches(
+        tiny, tmp_path, monkeypatch):
+    seen, real_step = [], dcgan.train_step
+
+    def step(netG, netD, optimizerG, optimizerD, criterion, real, *args, **kwargs):
+        seen.append((real.is_contiguous(memory_format=torch.channels_last),
+                     type(netD).__name__, netD._orig_mod.main[0].weight.is_contiguous(
+                         memory_format=torch.channels_last)))
+        return real_step(netG, netD, optimizerG, optimizerD, criterion, real, *args, **kwargs)
+
+    monkeypatch.setattr(dcgan, "train_step", step)
+    assert run(tiny("cl", "--channels-last", "--compile", "--max-iters", "2")) == 0
+    assert seen == [(True, "OptimizedModule", True)] * 2
     rows = read_metrics(tmp_path / "cl" / "metrics.csv")
-    assert len(rows) == 3
+    assert len(rows) == 2 and all(torch.isfinite(torch.tensor(list(r.values()))).all() for r in rows)
+    assert not torch.empty(8, 3, 32, 32).is_contiguous(memory_format=torch.channels_last)
+    # (a plain batch would not pass the check above)
     # the logits path of --amp: D without its Sigmoid, sharing D's weights, and
     # BCEWithLogitsLoss, the same function as Sigmoid + BCELoss up to rounding
     netG, netD, optG, optD = tiny_gan()
@@ -256,7 +269,10 @@ def test_deterministic_changes_no_cpu_number_and_a_resume_keeps_it(tiny, tmp_pat
         assert run(tiny("det", "--deterministic", "--max-iters", "2")) == 0
         assert torch.are_deterministic_algorithms_enabled()
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        devices.configure_determinism(False, torch.device("cpu"))  # as in a fresh process
+        assert not torch.are_deterministic_algorithms_enabled()
         assert run(["--outdir", str(tmp_path / "det"), "--resume"]) == 0
+        assert torch.are_deterministic_algorithms_enabled()  # the checkpoint turned it on
         config = json.loads((tmp_path / "det" / "config.json").read_text())
         assert config["deterministic"] is True
         checkpoint = torch.load(tmp_path / "det" / "checkpoint.pt", weights_only=True)
@@ -278,3 +294,13 @@ def test_gpu_check_says_no_cuda_device_and_exits_0():
     assert done.stdout.splitlines() == [f"{name}: no CUDA device" for name in
                                         ("devices", "tutorial", "resume", "flags", "bench",
                                          "celeba", "adam")]
+
+
+def test_without_a_terminal_one_summary_line_per_epoch(tiny, capsys):
+    """Output to a file (here: captured, not a terminal): no progress bar, one line an epoch."""
+    status, out, err = run(tiny("out"), capsys)
+    assert status == 0, err
+    lines = [line for line in err.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in lines] == ["epoch 0/2", "epoch 1/2"]
+    assert all(" 3 iterations in " in line and line.endswith(" images/s") for line in lines)
+    assert "it/s" not in err and "\r" not in err  # no progress bar
