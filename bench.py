@@ -12,8 +12,11 @@ made in a temporary folder, or --dataroot), warms up, then times --iters iterati
   default         python dcgan.py: the decode-once cache, the sync-free step that skips
                   D's thrown-away gradients; the same numbers as the tutorial
   --no-cache      dcgan.py's step on the tutorial's pipeline (ImageFolder + workers)
-  --channels-last, --compile, --amp, --deterministic (these two on CUDA only)
-                  the opt-in flags, each on top of default
+  --channels-last, --compile, --amp, --deterministic (on CUDA only)
+                  the opt-in flags, each on top of default (--amp: bf16 autocast on CUDA
+                  or on a CPU with native bf16; elsewhere it falls back to the default)
+  --fast          what --fast picks for the device; --fast --compile, the same with
+                  torch.compile (its compile time is not in the timed iterations)
 
 It prints a markdown table and, last, the default path's speed-up over the tutorial's.
 
@@ -51,9 +54,11 @@ CONFIGS = {
     "--channels-last": ["--channels-last"],
     "--compile": ["--compile"],
     "--amp": ["--amp"],
+    "--fast": ["--fast"],
+    "--fast --compile": ["--fast", "--compile"],
     "--deterministic": ["--deterministic"],
 }
-CUDA_ONLY = ("--amp", "--deterministic")  # on the CPU: the default path again
+CUDA_ONLY = ("--deterministic",)  # on the CPU: the default path again
 
 
 def get_args_parser():
@@ -176,9 +181,11 @@ def run_worker(args):
         batches, step, pipeline = tutorial_worker(args, device)
     else:
         batches, step, pipeline = dcgan_worker(args, device, CONFIGS[args.worker])
+    warm_start = time.perf_counter()
     for _ in range(args.warmup):
         step(next(batches))
     synchronize(device)
+    warmup_s = time.perf_counter() - warm_start  # torch.compile's compile time is in here
     waiting, start = 0.0, time.perf_counter()
     for _ in range(args.iters):
         before = time.perf_counter()
@@ -196,7 +203,7 @@ def run_worker(args):
     pipe_elapsed = time.perf_counter() - pipe_start
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    print(json.dumps({"images_per_s": args.iters * args.batch_size / elapsed,
+    print(json.dumps({"images_per_s": args.iters * args.batch_size / elapsed, "warmup_s": warmup_s,
                       "wait_share": waiting / elapsed,
                       "pipeline_images_per_s": args.iters * args.batch_size / pipe_elapsed,
                       "peak_bytes": peak}))
@@ -326,7 +333,7 @@ def main():
     if args.worker:
         return run_worker(args)
     configs = args.configs or [c for c in CONFIGS if (cuda or c not in CUDA_ONLY)
-                               and not (args.quick and c in ("--compile", "--no-cache"))]
+                               and not (args.quick and ("--compile" in c or c == "--no-cache"))]
     with tempfile.TemporaryDirectory() as tmp:
         args.cache_dir = os.path.join(tmp, "cache")
         if args.dataroot is None:
@@ -348,7 +355,10 @@ def main():
               f"{args.warmup} warm-up + {args.iters} timed iterations per row")
         print(f"decode-once cache: {len(images)} images in {cache_seconds:.1f} s "
               f"({len(images) / cache_seconds:.0f} images/s), {cache_bytes / 2**20:.0f} MiB")
-        print(f"one iteration: {gflop:.1f} GFLOP; fp32 matmul here: {matmul:.0f} GFLOP/s\n")
+        print(f"one iteration: {gflop:.1f} GFLOP; fp32 matmul here: {matmul:.0f} GFLOP/s")
+        chosen, judged = devices.fast_settings(device)
+        print(f"native bf16 (oneDNN's check): {'yes' if devices.amp_supported(device) else 'no'}; "
+              f"--fast here ({judged}): {' '.join('--' + f.replace('_', '-') for f in chosen)}\n")
         results = {}
         for name in configs:
             command = [sys.executable, os.path.abspath(__file__), f"--worker={name}",
@@ -361,7 +371,8 @@ def main():
                 print(f"{name}: failed\n{done.stderr[-2000:]}")
                 continue
             results[name] = json.loads(done.stdout.strip().splitlines()[-1])
-            print(f"  {name}: {results[name]['images_per_s']:.1f} images/s", flush=True)
+            print(f"  {name}: {results[name]['images_per_s']:.1f} images/s (warm-up "
+                  f"{results[name]['warmup_s']:.0f} s)", flush=True)
     base = results.get("tutorial", {}).get("images_per_s")
     memory = "peak GPU memory" if cuda else "peak RSS"
     print(f"\n| path | images/s | vs tutorial | waiting for data | input pipeline alone, images/s "
@@ -375,6 +386,8 @@ def main():
               f"| {r['peak_bytes'] / 2**30:.2f} GiB |")
     if base and "default" in results:
         print(f"\ndefault path: {results['default']['images_per_s'] / base:.2f}x the tutorial's images/s")
+    if base and "--fast" in results:
+        print(f"--fast: {results['--fast']['images_per_s'] / base:.2f}x the tutorial's images/s")
 
 
 if __name__ == "__main__":

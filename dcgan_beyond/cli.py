@@ -11,7 +11,7 @@ from typing import Callable
 
 from .better_faces import DIFFAUG_POLICIES
 from .checkpoints import checkpoint_path, load_checkpoint
-from .devices import amp_supported
+from .devices import amp_supported, fast_settings
 from .errors import UserError, reason
 from .fidelity import FID_SAMPLES, INCEPTION_FILE
 from .health import FAILURE_EXIT
@@ -45,10 +45,14 @@ FLAG_NEEDS = (
 )
 
 
+def flag_name(dest):
+    return "--" + dest.replace("_", "-")
+
+
 def idle_flag_notes(args, given):
     """One note for each flag given on this command line that has no effect without another
     (FLAG_NEEDS)."""
-    return [f"note: --{flag.replace('_', '-')} has no effect without {needs}"
+    return [f"note: {flag_name(flag)} has no effect without {needs}"
             for flag, needs, present in FLAG_NEEDS if flag in given and not present(args)]
 
 
@@ -226,9 +230,14 @@ def add_speed_flags(parser):
     group.add_argument("--cache-dir", default=None,
                        help="where the decode-once cache lives (default: "
                             "$XDG_CACHE_HOME/dcgan-faces or ~/.cache/dcgan-faces)")
+    group.add_argument("--fast", action="store_true",
+                       help="the speed flags measured fastest on this device, printed at the "
+                            "start: on a CPU with native bf16 --amp --channels-last, on other "
+                            "CPUs --channels-last, on CUDA --amp --channels-last (changes the "
+                            "numbers; a resume keeps them)")
     group.add_argument("--amp", action="store_true",
-                       help="bf16 autocast on CUDA, with D's Sigmoid folded into "
-                            "BCEWithLogitsLoss (changes the numbers)")
+                       help="bf16 autocast on CUDA or on a CPU with native bf16, with D's "
+                            "Sigmoid folded into BCEWithLogitsLoss (changes the numbers)")
     group.add_argument("--compile", action="store_true",
                        help="torch.compile G and D (changes the numbers slightly)")
     group.add_argument("--channels-last", action="store_true",
@@ -380,13 +389,13 @@ def resolve_resume(parser, args, given):
     path = args.resume or checkpoint_path(args.outdir)
     checkpoint = load_checkpoint(path, "cpu", flag="--resume", whole=True)
     saved = settings(parser, checkpoint["config"])
-    fixed = [f"--{k.replace('_', '-')} {saved[k]} -> {given[k]}"
+    fixed = [f"{flag_name(k)} {saved[k]} -> {given[k]}"
              for k in FIXED_ON_RESUME if k in given and given[k] != saved[k]]
     if fixed:
         raise UserError(f"--resume {path}: the run was trained with other settings, which "
                         f"cannot change on resume: {', '.join(fixed)}; drop these flags, or "
                         "start a new run in another --outdir")
-    changed = [f"--{k.replace('_', '-')} {saved[k]} -> {v}" for k, v in given.items()
+    changed = [f"{flag_name(k)} {saved[k]} -> {v}" for k, v in given.items()
                if k not in PER_INVOCATION and k != "outdir" and v != saved[k]]
     resumed = settings(parser, checkpoint["config"], given)
     resumed.update({key: given.get(key) for key in PER_INVOCATION}, resume=path)
@@ -407,8 +416,15 @@ def resolve_settings(args, proc):
         proc.log(f"note: --workers {args.workers} is more than the {usable} CPU cores here can "
                  f"use; decoding with {usable}")
         args.workers = usable
+    if args.fast:
+        chosen, judged = fast_settings(proc.device)
+        for flag in chosen:
+            setattr(args, flag, True)
+        proc.log(f"note: --fast on {judged}: {' '.join(flag_name(f) for f in chosen) or 'nothing to add'}"
+                 " (the fastest measured there; the numbers change)")
     if args.amp and not amp_supported(proc.device):
-        proc.log(f"note: --amp uses bf16 autocast on CUDA only; training in float32 on {proc.device}")
+        proc.log(f"note: --amp needs bf16 kernels (CUDA, or a CPU with native bf16: Intel AMX or "
+                 f"AVX-512 BF16, AMD Zen 4 and later), which {proc.device} lacks; training in float32")
         args.amp = False
     if args.amp and args.compile and args.channels_last:
         proc.log("note: --amp --compile --channels-last together crashed in torch.compile's "

@@ -147,7 +147,25 @@ def keep_freed_memory():
 
 
 def amp_supported(device):
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    """Whether bf16 autocast pays here: a CUDA device with bf16, or a CPU whose kernels
+    compute bf16 natively, as oneDNN itself judges (Intel AMX and AVX-512 BF16, AMD Zen 4 and
+    later); elsewhere bf16 would be emulated, slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return (device.type == "cpu" and torch.backends.mkldnn.is_available()
+            and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def fast_settings(device):
+    """What --fast turns on for this device: the speed flags that bench.py measures fastest
+    together (docs/performance.md), and how the device was judged."""
+    if device.type == "cpu" and amp_supported(device):
+        return ("amp", "channels_last"), "a CPU with native bf16"
+    if device.type == "cpu":
+        return ("channels_last",), "a CPU without native bf16"
+    if device.type == "cuda":
+        return ("amp", "channels_last"), "CUDA"
+    return (), device.type
 
 
 class Autocast(nn.Module):

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import dcgan
-from dcgan_beyond import sampling
+from dcgan_beyond import devices, sampling
 from conftest import read_metrics, run
 from test_cli_errors import one_error_line
 
@@ -332,3 +332,24 @@ def test_tutorial_style_state_dicts_load_for_generate(tmp_path, capsys):
     assert status == 0, err
     with Image.open(tmp_path / "samples" / "samples.png") as grid:
         assert grid.size == (2 * 66 + 2, 2 * 66 + 2)
+
+
+def test_fast_says_its_choice_and_a_resume_keeps_it_and_repeats_the_run(tiny, tmp_path, monkeypatch, capsys):
+    """--fast on this CPU (bf16 autocast and channels-last where oneDNN has native bf16):
+    the choice is printed and kept in the checkpoint, and an interrupted run resumes to the
+    numbers of the run done in one go (the CPU's bf16 kernels are repeatable)."""
+    chosen, judged = devices.fast_settings(torch.device("cpu"))
+    line = (f"note: --fast on {judged}: {' '.join('--' + f.replace('_', '-') for f in chosen)} "
+            "(the fastest measured there; the numbers change)")
+    status, out, err = run(tiny("whole", "--fast"), capsys)
+    assert status == 0, err
+    assert line in out
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 2)
+        assert run(tiny("parts", "--fast")) == 128 + signal.SIGINT
+    status, out, err = run(["--outdir", str(tmp_path / "parts"), "--resume"], capsys)
+    assert status == 0, err
+    assert line in out
+    config = torch.load(tmp_path / "parts" / "checkpoint.pt", weights_only=True)["config"]
+    assert config["fast"] and all(config[flag] for flag in chosen)
+    assert_same_run(tmp_path / "whole", tmp_path / "parts")

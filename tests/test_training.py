@@ -193,10 +193,22 @@ def test_unreadable_images_are_skipped_and_named(tmp_path, tiny, capsys):
     assert [os.path.basename(p) for p in skipped] == ["000003.jpg", "000004.jpg"]
 
 
-def test_amp_falls_back_on_cpu_with_a_notice(tiny, capsys):
+def test_amp_on_the_cpu_is_bf16_where_onednn_has_it_else_a_note(tiny, tmp_path, capsys, monkeypatch):
+    native = devices.amp_supported(torch.device("cpu"))
+    seen, real_step = [], dcgan.train_step
+
+    def step(netG, netD, optimizerG, optimizerD, criterion, real, nz, logits, augment):
+        seen.append((type(netD).__name__, logits))
+        return real_step(netG, netD, optimizerG, optimizerD, criterion, real, nz, logits, augment)
+
+    monkeypatch.setattr(dcgan, "train_step", step)
     status, out, err = run(tiny("amp", "--amp", "--max-iters", "1"), capsys)
-    assert status == 0
-    assert "note: --amp uses bf16 autocast on CUDA only; training in float32 on cpu" in out
+    assert status == 0, err
+    note = ("note: --amp needs bf16 kernels (CUDA, or a CPU with native bf16: Intel AMX or AVX-512 "
+            "BF16, AMD Zen 4 and later), which cpu lacks; training in float32")
+    config = json.loads((tmp_path / "amp" / "config.json").read_text())
+    assert (note not in out, config["amp"], seen) == (
+        (True, True, [("Autocast", True)]) if native else (False, False, [("Discriminator", False)]))
 
 
 def test_channels_last_and_compile_train_and_the_step_gets_channels_last_batches(

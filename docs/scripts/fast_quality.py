@@ -1,0 +1,55 @@
+"""The SWD curves of the default and --fast runs side by side (docs/performance.md), from
+RUNS/{default,fast}-{999,1}/eval.csv, and a table of the average SWD at each evaluation,
+the mean over the run and each run's training time.
+
+    python docs/scripts/fast_quality.py RUNS OUT.png
+"""
+import csv
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+import dcgan  # noqa: E402
+
+RUNS = ("default-999", "default-1", "fast-999", "fast-1")
+
+
+def curve(folder):
+    """(iterations, average SWD) of a run's eval.csv, and its training seconds."""
+    with open(os.path.join(folder, "eval.csv")) as f:
+        rows = list(csv.DictReader(f))
+    with open(os.path.join(folder, "metrics.csv")) as f:
+        seconds = float(list(csv.DictReader(f))[-1]["seconds"])
+    return [int(r["iteration"]) for r in rows], [float(r["swd_avg"]) for r in rows], seconds
+
+
+def mean_over_run(iterations, values):
+    """The area under the curve divided by the run's iterations (trapezoids)."""
+    area = sum((b - a) * (x + y) / 2 for a, b, x, y in
+               zip(iterations, iterations[1:], values, values[1:]))
+    return area / iterations[-1]
+
+
+def main(runs, out):
+    curves = {name: curve(os.path.join(runs, name)) for name in RUNS}
+    iterations = curves[RUNS[0]][0]
+    print("| run | " + " | ".join(str(i) for i in iterations) + " | mean over the run | training time |")
+    print("| --- |" + " ---: |" * (len(iterations) + 2))
+    for name, (its, values, seconds) in curves.items():
+        print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in values)
+              + f" | {mean_over_run(its, values):.2f} | {seconds / 60:.1f} min |")
+    fig = dcgan.new_figure((10, 5))
+    ax = fig.add_subplot()
+    for name, (its, values, _) in curves.items():
+        ax.plot(its, values, marker="o", linestyle="-" if name.startswith("default") else "--",
+                label=name.replace("-", ", seed ").replace("fast", "--fast"))
+    ax.set_title("SWD x1e3 to 1,000 held-out faces (lower is better)")
+    ax.set_xlabel("iterations")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.savefig(out, bbox_inches="tight", dpi=80)
+    print(f"Wrote {out}")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
