@@ -28,14 +28,16 @@ from .stopping import FAILURE_STOP, StopRequest
 
 def open_inputs(args, proc, checkpoint, make_dataset, models):
     """Checks every input before anything is written or downloaded, the cheap checks first:
-    the networks (part I's classes, `models`) against the device's memory, TensorBoard, an
-    earlier run's checkpoint in the outdir. Then downloads CelebA when asked, opens the
+    the networks (part I's classes, `models`) against the device's memory, TensorBoard, a
+    run that holds the outdir now, an earlier run's checkpoint there. Then downloads CelebA when asked, opens the
     dataset and the held-out one (or None) with part I's make_dataset, compares them with a
     resumed run's, checks the cache folder, and last fetches FID's Inception weights
     (92 MB). Returns both datasets."""
     check_network_memory(args, proc, models)
     if args.tensorboard:
         summary_writer()
+    if proc.writes:
+        Outputs(args.outdir).check_free()
     if proc.writes and checkpoint is None and os.path.exists(checkpoint_path(args.outdir)):
         raise UserError(f"--outdir {args.outdir}: holds the checkpoint of an earlier run; "
                         "continue it with --resume, or start afresh in another --outdir (or "
@@ -90,19 +92,30 @@ class Outputs(contextlib.AbstractContextManager):
     def path(self, *names):
         return os.path.join(self.outdir, *names)
 
+    def check_free(self):
+        """Before anything is written: one line if another run holds the outdir now."""
+        if os.path.exists(self.path("run.lock")):
+            held = take_lock(self.path("run.lock"), wait=False)
+            if held is None:
+                self._refuse()
+            held.close()
+
     def lock(self):
         """Takes the lock, or says in one line which run holds it. False without fcntl."""
         self.lock_file = take_lock(self.path("run.lock"), wait=False)
         if self.lock_file is None:
-            with open(self.path("run.lock")) as f:
-                holder = f.read().strip() or "another process"
-            raise UserError(f"--outdir {self.outdir}: another run is writing there ({holder}); "
-                            "wait for it to end or stop it, or choose another --outdir")
+            self._refuse()
         self.lock_file.truncate(0)
         self.lock_file.write(f"PID {os.getpid()} on {socket.gethostname()}, since "
                              f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         self.lock_file.flush()
         return locks_supported()
+
+    def _refuse(self):
+        with open(self.path("run.lock")) as f:
+            holder = f.read().strip() or "another process"
+        raise UserError(f"--outdir {self.outdir}: another run is writing there ({holder}); "
+                        "wait for it to end or stop it, or choose another --outdir")
 
     def close(self):
         if self.tensorboard:
