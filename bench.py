@@ -110,7 +110,9 @@ def model_config(batch_size, flags):
 
 def tutorial_worker(args, device):
     """The tutorial's pipeline and loop body, timed."""
-    from tests.tutorial_reference import tutorial_dataloader, tutorial_models, tutorial_step
+    # by path: torch-fidelity installs a top-level package named "tests" of its own
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tests"))
+    from tutorial_reference import tutorial_dataloader, tutorial_models, tutorial_step
     torch.manual_seed(999)
     dataloader = tutorial_dataloader(args.dataroot, 64, args.batch_size, workers=2)
     Generator, Discriminator, weights_init = tutorial_models(100, 64, 64)

@@ -58,7 +58,6 @@ def test_other_inception_weights_never_meet_cached_real_statistics(inception_fil
     second = fid_line(other, tmp_path / "shared")
     assert second == fid_line(other, tmp_path / "fresh")
     assert second != first
-    assert fid_line(inception_file, tmp_path / "shared") == first  # each file's own statistics
 
 
 def images(count, seed):

@@ -1,6 +1,6 @@
 """The SWD curves of the default and --fast runs side by side (docs/performance.md), from
-RUNS/{default,fast}-{999,1}/eval.csv, and a table of the average SWD at each evaluation,
-the mean over the run and each run's training time.
+RUNS/{default,fast}-{999,1}/eval.csv, a table of the average SWD at each evaluation and its
+mean over the run, and the four last fixed-noise grids side by side (OUT_grids.png).
 
     python docs/scripts/fast_quality.py RUNS OUT.png
 """
@@ -10,17 +10,16 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 import dcgan  # noqa: E402
+from PIL import Image  # noqa: E402
 
 RUNS = ("default-999", "default-1", "fast-999", "fast-1")
 
 
 def curve(folder):
-    """(iterations, average SWD) of a run's eval.csv, and its training seconds."""
+    """(iterations, average SWD) of a run's eval.csv."""
     with open(os.path.join(folder, "eval.csv")) as f:
         rows = list(csv.DictReader(f))
-    with open(os.path.join(folder, "metrics.csv")) as f:
-        seconds = float(list(csv.DictReader(f))[-1]["seconds"])
-    return [int(r["iteration"]) for r in rows], [float(r["swd_avg"]) for r in rows], seconds
+    return [int(r["iteration"]) for r in rows], [float(r["swd_avg"]) for r in rows]
 
 
 def mean_over_run(iterations, values):
@@ -33,14 +32,14 @@ def mean_over_run(iterations, values):
 def main(runs, out):
     curves = {name: curve(os.path.join(runs, name)) for name in RUNS}
     iterations = curves[RUNS[0]][0]
-    print("| run | " + " | ".join(str(i) for i in iterations) + " | mean over the run | training time |")
-    print("| --- |" + " ---: |" * (len(iterations) + 2))
-    for name, (its, values, seconds) in curves.items():
+    print("| run | " + " | ".join(str(i) for i in iterations) + " | mean over the run |")
+    print("| --- |" + " ---: |" * (len(iterations) + 1))
+    for name, (its, values) in curves.items():
         print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in values)
-              + f" | {mean_over_run(its, values):.2f} | {seconds / 60:.1f} min |")
+              + f" | {mean_over_run(its, values):.2f} |")
     fig = dcgan.new_figure((10, 5))
     ax = fig.add_subplot()
-    for name, (its, values, _) in curves.items():
+    for name, (its, values) in curves.items():
         ax.plot(its, values, marker="o", linestyle="-" if name.startswith("default") else "--",
                 label=name.replace("-", ", seed ").replace("fast", "--fast"))
     ax.set_title("SWD x1e3 to 1,000 held-out faces (lower is better)")
@@ -48,7 +47,15 @@ def main(runs, out):
     ax.set_yscale("log")
     ax.legend()
     fig.savefig(out, bbox_inches="tight", dpi=80)
-    print(f"Wrote {out}")
+    grids = [Image.open(os.path.join(runs, name, "progress", f"iter_{curves[name][0][-1]:07d}.png"))
+             .convert("RGB") for name in RUNS]
+    side = grids[0].width
+    row = Image.new("RGB", (len(grids) * (side + 10) - 10, side), "white")
+    for k, grid in enumerate(grids):
+        row.paste(grid, (k * (side + 10), 0))
+    grids_path = out[:-len(".png")] + "_grids.png"
+    row.resize((row.width // 2, row.height // 2), Image.LANCZOS).save(grids_path, optimize=True)
+    print(f"Wrote {out} and {grids_path} ({', '.join(RUNS)}, left to right)")
 
 
 if __name__ == "__main__":
