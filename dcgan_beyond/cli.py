@@ -426,7 +426,7 @@ def resolve_settings(args, proc):
         proc.log(f"note: --amp needs bf16 kernels (CUDA, or a CPU with native bf16: Intel AMX or "
                  f"AVX-512 BF16, AMD Zen 4 and later), which {proc.device} lacks; training in float32")
         args.amp = False
-    if args.amp and args.compile and args.channels_last:
+    if args.amp and args.compile and args.channels_last and proc.device.type == "cuda":
         proc.log("note: --amp --compile --channels-last together crashed in torch.compile's "
                  "backward pass on CUDA; training without --channels-last")
         args.channels_last = False

@@ -10,7 +10,7 @@ import torch.optim as optim
 from PIL import Image
 
 import dcgan
-from dcgan_beyond import checkpoints, data, devices
+from dcgan_beyond import checkpoints, cli, data, devices
 from conftest import make_images, read_metrics, run, tiny_models
 from tutorial_reference import run_tutorial
 
@@ -316,3 +316,11 @@ def test_without_a_terminal_one_summary_line_per_epoch(tiny, capsys):
     assert [line.split(":")[0] for line in lines] == ["epoch 0/2", "epoch 1/2"]
     assert all(" 3 iterations in " in line and line.endswith(" images/s") for line in lines)
     assert "it/s" not in err and "\r" not in err  # no progress bar
+
+
+def test_amp_compile_channels_last_keep_channels_last_off_cuda(capsys):
+    """The fallback for the torch.compile crash of all three together is CUDA's alone."""
+    args = cli.get_args_parser(dcgan.TUTORIAL_INPUTS).parse_args(["--amp", "--compile", "--channels-last"])
+    resolved = cli.resolve_settings(args, devices.Process(device=torch.device("cpu")))
+    assert resolved.channels_last and resolved.compile
+    assert "crashed in torch.compile" not in capsys.readouterr().out
