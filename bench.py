@@ -30,6 +30,7 @@ alone and as 2 torchrun ranks. File pages, the mapped cache among them, are the 
 cache: their peak is reported apart.
 """
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -45,7 +46,7 @@ import torch.optim as optim
 from PIL import Image
 
 import dcgan
-from dcgan_beyond import cli, data, devices
+from dcgan_beyond import cli, data, devices, techniques
 
 CONFIGS = {
     "tutorial": [],
@@ -108,14 +109,23 @@ def model_config(batch_size, flags):
     return cli.get_args_parser(dcgan.TUTORIAL_INPUTS).parse_args(["--batch-size", str(batch_size), *flags])
 
 
+def tutorial_reference():
+    """tests/tutorial_reference.py, the tutorial's own code (the suite's specification),
+    loaded from its file: torch-fidelity installs a top-level package named "tests" of its
+    own, which an import by name could find first."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tests", "tutorial_reference.py")
+    spec = importlib.util.spec_from_file_location("tutorial_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def tutorial_worker(args, device):
     """The tutorial's pipeline and loop body, timed."""
-    # by path: torch-fidelity installs a top-level package named "tests" of its own
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tests"))
-    from tutorial_reference import tutorial_dataloader, tutorial_models, tutorial_step
+    reference = tutorial_reference()
     torch.manual_seed(999)
-    dataloader = tutorial_dataloader(args.dataroot, 64, args.batch_size, workers=2)
-    Generator, Discriminator, weights_init = tutorial_models(100, 64, 64)
+    dataloader = reference.tutorial_dataloader(args.dataroot, 64, args.batch_size, workers=2)
+    Generator, Discriminator, weights_init = reference.tutorial_models(100, 64, 64)
     netG, netD = Generator(1).to(device), Discriminator(1).to(device)
     netG.apply(weights_init)
     netD.apply(weights_init)
@@ -129,7 +139,7 @@ def tutorial_worker(args, device):
                 yield data
 
     def step(data):
-        tutorial_step(netG, netD, optimizerG, optimizerD, criterion, data, 100, device)
+        reference.tutorial_step(netG, netD, optimizerG, optimizerD, criterion, data, 100, device)
 
     def pipeline(data):
         data[0].to(device)
@@ -138,8 +148,8 @@ def tutorial_worker(args, device):
 
 def dcgan_worker(args, device, flags):
     """dcgan.py's data source and step, with the flags of one configuration."""
-    proc = devices.Process(device=device)
-    config = cli.resolve_settings(model_config(args.batch_size, flags), proc)  # as train() does
+    process = devices.Process(device=device)
+    config = cli.resolve_settings(model_config(args.batch_size, flags), process)  # as train() does
     devices.configure_determinism(config.deterministic, device)  # as setup_distributed() does
     if device.type == "cpu":
         devices.keep_freed_memory()
@@ -147,15 +157,13 @@ def dcgan_worker(args, device, flags):
     images = dcgan.make_dataset(args.dataroot, 64, 3)
     pixels = None if config.no_cache else data.load_pixel_cache(
         images, 64, 3, args.cache_dir, workers=2)
-    source = dcgan.Batches(images, pixels, args.batch_size, 2, proc,
+    source = data.Batches(images, pixels, args.batch_size, 2, process,
                            channels_last=config.channels_last)
     netG, netD = dcgan.build_models(config, device)
-    use_amp = config.amp  # resolved: only where bf16 autocast is supported
-    trainG = devices.prepare_for_training(netG, config, proc)
-    trainD = devices.prepare_for_training(netD, config, proc, logits=use_amp)
-    criterion = nn.BCEWithLogitsLoss() if use_amp else nn.BCELoss()
-    optimizerD = optim.Adam(netD.parameters(), lr=0.0002, betas=(0.5, 0.999))
-    optimizerG = optim.Adam(netG.parameters(), lr=0.0002, betas=(0.5, 0.999))
+    logits = techniques.d_returns_logits(config)  # resolved: --amp only where bf16 autocast is supported
+    state = dcgan.loss_and_optimizers(config, netG, netD, device, logits)
+    state.wrappedG = devices.prepare_for_training(netG, config, process)
+    state.wrappedD = devices.prepare_for_training(netD, config, process, logits=logits)
     pending = []
 
     def batches():
@@ -165,8 +173,7 @@ def dcgan_worker(args, device, flags):
             epoch += 1
 
     def step(real):
-        pending.append(dcgan.train_step(trainG, trainD, optimizerG, optimizerD, criterion,
-                                        real, 100, logits=use_amp))
+        pending.append(dcgan.train_step(state, real))
         if len(pending) == 50:  # the training loop's flush: one sync per 50 iterations
             torch.stack(pending).tolist()
             pending.clear()
@@ -216,11 +223,10 @@ def step_gflop(batch_size, device):
     from torch.utils.flop_counter import FlopCounterMode
     config = model_config(batch_size, [])
     netG, netD = dcgan.build_models(config, device)
-    optimizerD = optim.Adam(netD.parameters(), lr=0.0002, betas=(0.5, 0.999))
-    optimizerG = optim.Adam(netG.parameters(), lr=0.0002, betas=(0.5, 0.999))
+    state = dcgan.loss_and_optimizers(config, netG, netD, device)
     real = torch.randn(batch_size, 3, 64, 64, device=device)
     with FlopCounterMode(display=False) as counter:
-        dcgan.train_step(netG, netD, optimizerG, optimizerD, nn.BCELoss(), real, 100)
+        dcgan.train_step(state, real)
     return counter.get_total_flops() / 1e9
 
 

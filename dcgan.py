@@ -21,8 +21,8 @@ Where this file names a thing of the tutorial differently:
 
     tutorial                      here
     manualSeed                    --seed (args.seed)
-    dataset                       images (FaceImages, an ImageFolder)
-    dataloader                    dataloader (Batches: the same shuffle, from a decode-once cache)
+    dataset                       dataset (data.FaceImages: the tutorial's ImageFolder)
+    dataloader                    dataloader (data.Batches: the same shuffle, from a decode-once cache)
     data (a list [images, labels]) data: the images, already normalised and on the device
     real_cpu                      data
     iters                         iters (and state.iteration, the next one)
@@ -44,14 +44,14 @@ import torch
 import torch.nn as nn
 import torch.optim as optim
 import torch.utils.data
-import torchvision.datasets as dset
 import torchvision.transforms as transforms
 import torchvision.utils as vutils
 from PIL import Image
 from torch.nn.parallel import DistributedDataParallel
 
 # Beyond the tutorial: what a long run needs, one module per concern (see dcgan_beyond/)
-from dcgan_beyond import better_faces, checkpoints, cli, data, devices, files, metrics, run, stopping
+from dcgan_beyond import (checkpoints, cli, data, devices, ema, errors, files, fidelity, health,
+                          inputs, metrics, outdir, progress, sampling, stopping, techniques)
 
 
 # ----------------------------------------------------------------------------------------
@@ -79,102 +79,18 @@ TUTORIAL_INPUTS = dict(
 # Data
 # ----------------------------------------------------------------------------------------
 
-class FaceImages(dset.ImageFolder):
-    """The tutorial's ImageFolder and transform, with three additions: a flat folder of
-    images works too, images are converted to `nc` channels, and an unreadable image
-    yields None (reported on stderr) instead of ending a ten-hour run."""
-
-    def __init__(self, root, image_size=64, nc=3):
-        self.is_flat = any(entry.is_file() and dset.folder.has_file_allowed_extension(
-            entry.name, dset.folder.IMG_EXTENSIONS) for entry in os.scandir(root))
-        self.resize_crop = transforms.Compose([
-            transforms.Resize(image_size),
-            transforms.CenterCrop(image_size),
-        ])
-        super().__init__(
-            root, allow_empty=True,
-            loader=functools.partial(data.load_image, mode="L" if nc == 1 else "RGB"),
-            transform=transforms.Compose([
-                *self.resize_crop.transforms,
-                transforms.ToTensor(),
-                transforms.Normalize((0.5,) * nc, (0.5,) * nc),
-            ]))
-
-    def find_classes(self, directory):
-        # A flat folder is one class whose folder is the root itself.
-        return ([""], {"": 0}) if self.is_flat else super().find_classes(directory)
-
-    def _open(self, index):
-        path = self.samples[index][0]
-        try:
-            return self.loader(path)  # convert() decodes, so a broken file fails here
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-            print(f"warning: skipping unreadable image {path}: {error}", file=sys.stderr)
-            return None
-
-    def __getitem__(self, index):
-        """The tutorial's normalised CHW float tensor, or None if unreadable."""
-        image = self._open(index)
-        return None if image is None else self.transform(image)
-
-    def pixels(self, index):
-        """The image after Resize and CenterCrop as a CHW uint8 array, or None."""
-        image = self._open(index)
-        if image is None:
-            return None
-        array = np.asarray(self.resize_crop(image), dtype=np.uint8)
-        return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-
-
-def make_dataset(dataroot, image_size=64, nc=3, flag="--dataroot"):
-    """Create the dataset (beyond: a folder that is missing, unreadable or empty is said
-    in one line)."""
-    return data.open_dataset(FaceImages, dataroot, image_size, nc, flag)
-
-
-class Batches:
-    """The tutorial's dataloader: batches in its shuffle order, as normalised tensors on
-    the device, whether the pixels come from the decode-once cache (part II) or, with
-    --no-cache, from ImageFolder and DataLoader workers as in the tutorial.
-
-    The shuffle is drawn by a DataLoader over the image indices, which makes exactly the
-    random draws of the tutorial's DataLoader; under torchrun a DistributedSampler gives
-    each process its disjoint share of batch_size / world_size images.
-    """
-
-    def __init__(self, images, pixels, batch_size, workers, proc, seed=0, channels_last=False):
-        self.images, self.workers, self.device = images, workers, proc.device
-        self.channels_last = channels_last
-        count = len(images) if pixels is None else len(pixels)
-        self.sampler = (torch.utils.data.DistributedSampler(
-            range(count), num_replicas=proc.world_size, rank=proc.rank, shuffle=True, seed=seed)
-            if proc.world_size > 1 else None)
-        self.index_loader = torch.utils.data.DataLoader(
-            range(count), batch_size=batch_size // proc.world_size,
-            shuffle=self.sampler is None, sampler=self.sampler)
-        self.pixels = data.pixels_on_device(pixels, proc.device) if pixels is not None else None
-
-    def __len__(self):
-        return len(self.index_loader)
-
-    def epoch(self, epoch, start=0):
-        """The batches of one epoch from batch `start` on. The shuffle's random draws
-        happen here, at once, as when the tutorial's loop starts an epoch."""
-        if self.sampler is not None:
-            self.sampler.set_epoch(epoch)
-        return self._batches(list(self.index_loader)[start:])
-
-    def first(self):
-        """One batch, drawn as the tutorial's next(iter(dataloader)) draws it."""
-        return next(self._batches([next(iter(self.index_loader))]))
-
-    def _batches(self, index_batches):
-        if self.pixels is not None:
-            batches = data.cached_batches(self.pixels, index_batches, self.device)
-        else:
-            batches = data.decoded_batches(self.images, index_batches, self.workers, self.device)
-        for batch in batches:
-            yield batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
+def make_dataset(dataroot, image_size=64, nc=3):
+    """The tutorial's ImageFolder dataset with its transforms (beyond: data.FaceImages
+    also takes a flat folder, converts to nc channels and skips an unreadable image; a
+    missing or empty folder is said in one line)."""
+    # We can use an image folder dataset the way we have it setup.
+    # Create the dataset
+    return data.open_images(dataroot, nc=nc, transform=transforms.Compose([
+        transforms.Resize(image_size),
+        transforms.CenterCrop(image_size),
+        transforms.ToTensor(),
+        transforms.Normalize((0.5,) * nc, (0.5,) * nc),
+    ]))
 
 
 # ----------------------------------------------------------------------------------------
@@ -271,7 +187,7 @@ def build_models(args, device):
     netD = Discriminator(args.nc, args.ndf, args.image_size).to(device)
     netD.apply(weights_init)
     if args.spectral_norm:  # beyond: --spectral-norm
-        better_faces.apply_spectral_norm(netD)
+        techniques.spectral_norm(netD)
     return netG, netD
 
 
@@ -291,32 +207,37 @@ def unchanged(images):
 
 @dataclasses.dataclass
 class TrainingState:
-    """Everything the training loop changes; a checkpoint holds it. The position (epoch,
-    batch_in_epoch, iteration) is that of the next batch to train."""
+    """Everything the training loop changes; a checkpoint holds it."""
+    # the tutorial's
     netG: nn.Module
     netD: nn.Module
     criterion: nn.Module
     fixed_noise: torch.Tensor
     optimizerD: optim.Optimizer
     optimizerG: optim.Optimizer
-    logits: bool = False  # --amp, --loss hinge: D returns logits; the criterion takes them
-    # Beyond the tutorial: the networks as the step runs them (wrapped for speed and
-    # scale), the EMA generator, metrics, SWD rows, random streams for exact resume.
-    trainG: Optional[nn.Module] = None
-    trainD: Optional[nn.Module] = None
-    ema: Optional[nn.Module] = None
-    augment: Callable = unchanged  # --diffaug: what D sees
-    metrics: Optional["metrics.Metrics"] = None
     img_list: list = dataclasses.field(default_factory=list)  # uint8 fixed-noise grids
+    metrics: Optional["metrics.Metrics"] = None  # G_losses, D_losses and the rest of each stats line
+    # how the step runs the networks: netG and netD wrapped for speed and scale (the same
+    # parameters), D's output as logits (--amp, --loss hinge), what D sees (--diffaug)
+    wrappedG: Optional[nn.Module] = None
+    wrappedD: Optional[nn.Module] = None
+    logits: bool = False
+    augment: Callable = unchanged
+    # beyond: the EMA generator (--ema), when each grid was made
+    ema: Optional[nn.Module] = None
     img_iterations: list = dataclasses.field(default_factory=list)
-    evals: list = dataclasses.field(default_factory=list)
-    health: list = dataclasses.field(default_factory=list)  # the health monitor's warnings
+    # where the loop is: the next batch's position, every random stream, the training time
     epoch: int = 0
     batch_in_epoch: int = 0
     iteration: int = 0
     random: checkpoints.RandomStreams = dataclasses.field(default_factory=checkpoints.RandomStreams)
     elapsed: float = 0.0  # training seconds before this process started
     started: float = dataclasses.field(default_factory=time.time)
+
+    def __post_init__(self):
+        # unwrapped until train() wraps them
+        self.wrappedG = self.netG if self.wrappedG is None else self.wrappedG
+        self.wrappedD = self.netD if self.wrappedD is None else self.wrappedD
 
     @property
     def sampleG(self):
@@ -332,39 +253,42 @@ def loss_and_optimizers(args, netG, netD, device, logits=False):
     """The tutorial's criterion, fixed noise and optimizers, in its order."""
     # Initialize the BCELoss function (--amp: the same loss on D's logits, computed stably;
     # beyond: --loss hinge)
-    criterion = (better_faces.HingeLoss() if args.loss == "hinge" else
+    criterion = (techniques.HingeLoss() if args.loss == "hinge" else
                  nn.BCEWithLogitsLoss() if logits else nn.BCELoss())
     # Create batch of latent vectors that we will use to visualize the progression of the generator
     fixed_noise = torch.randn(64, args.nz, 1, 1, device=device)
     # Setup Adam optimizers for both G and D (beyond: --lr-d and --lr-g, else both --lr)
-    lr_d, lr_g = better_faces.learning_rates(args)
+    lr_d, lr_g = techniques.learning_rates(args)
     optimizerD = optim.Adam(netD.parameters(), lr=lr_d, betas=(args.beta1, 0.999))
     optimizerG = optim.Adam(netG.parameters(), lr=lr_g, betas=(args.beta1, 0.999))
-    return TrainingState(netG, netD, criterion, fixed_noise, optimizerD, optimizerG, logits)
+    return TrainingState(netG, netD, criterion, fixed_noise, optimizerD, optimizerG, logits=logits)
 
 
 # ----------------------------------------------------------------------------------------
 # Training
 # ----------------------------------------------------------------------------------------
 
-def train_step(netG, netD, optimizerG, optimizerD, criterion, real, nz, logits=False,
-               augment=unchanged):
-    """One iteration of the tutorial's loop: part (1) updates D, part (2) updates G.
-    Returns the tutorial's statistics as one tensor on the device (no host sync): Loss_D,
-    Loss_G, D(x), D(G(z)) before and after D's step. `augment` (--diffaug) changes every
-    image that D sees, real and fake, in both parts."""
+def train_step(state, real):
+    """One iteration of the tutorial's loop: part (1) updates D, part (2) updates G, each
+    network as the step runs it. Returns the tutorial's statistics as one tensor on the
+    device (no host sync): Loss_D, Loss_G, D(x), D(G(z)) before and after D's step."""
     # Generate batch of latent vectors (the tutorial draws it after D's all-real pass;
     # nothing in between draws a random number, so the numbers are the same)
-    noise = torch.randn(real.size(0), nz, 1, 1, device=real.device)
+    noise = torch.randn(real.size(0), state.netG.nz, 1, 1, device=real.device)
     try:
-        fake, errD, D_x, D_G_z1 = d_step(netG, netD, optimizerD, criterion, real, noise,
-                                         logits, augment)
-        errG, D_G_z2 = g_step(netG, netD, optimizerG, criterion, fake, logits, augment)
-    except RuntimeError as error:
-        if "between 0 and 1" in str(error):  # BCELoss refused a NaN from D
-            raise stopping.Diverged() from None
+        fake, errD, D_x, D_G_z1 = d_step(state.wrappedG, state.wrappedD, state.optimizerD,
+                                         state.criterion, real, noise, state.logits, state.augment)
+        errG, D_G_z2 = g_step(state.wrappedG, state.wrappedD, state.optimizerG, state.criterion,
+                              fake, state.logits, state.augment)
+    except RuntimeError:  # beyond: BCELoss refuses a NaN, so a diverged run ends here
+        stopping.check_finite(state.netG, state.netD)
         raise
     return torch.stack([errD, errG, D_x, D_G_z1, D_G_z2]).detach()
+
+
+def mean_probability(output, logits=False):
+    """D's mean output as a probability (the tutorial's D(x) and D(G(z)))."""
+    return (output.sigmoid() if logits else output).mean()
 
 
 def d_step(netG, netD, optimizerD, criterion, real, noise, logits=False,
@@ -380,7 +304,7 @@ def d_step(netG, netD, optimizerD, criterion, real, noise, logits=False,
     errD_real = criterion(output, label)
     # Calculate gradients for D in backward pass
     errD_real.backward()
-    D_x = (output.sigmoid() if logits else output).mean()
+    D_x = mean_probability(output, logits)
 
     ## Train with all-fake batch
     # Generate fake image batch with G
@@ -392,7 +316,7 @@ def d_step(netG, netD, optimizerD, criterion, real, noise, logits=False,
     errD_fake = criterion(output, label)
     # Calculate the gradients for this batch, accumulated (summed) with previous gradients
     errD_fake.backward()
-    D_G_z1 = (output.sigmoid() if logits else output).mean()
+    D_G_z1 = mean_probability(output, logits)
     # Compute error of D as sum over the fake and the real batches
     errD = errD_real + errD_fake
     # Update D
@@ -413,12 +337,12 @@ def g_step(netG, netD, optimizerG, criterion, fake, logits=False,
     # Since we just updated D, perform another forward pass of all-fake batch through D
     output = frozen_D(augment(fake)).view(-1)
     # Calculate G's loss based on this output (beyond: --loss hinge has a loss of its own for G)
-    errG = (criterion.generator_loss(output) if isinstance(criterion, better_faces.HingeLoss)
+    errG = (criterion.generator_loss(output) if isinstance(criterion, techniques.HingeLoss)
             else criterion(output, label))
     # Calculate gradients for G
     errG.backward()
     frozen_D.requires_grad_(True)
-    D_G_z2 = (output.sigmoid() if logits else output).mean()
+    D_G_z2 = mean_probability(output, logits)
     # Update G
     optimizerG.step()
     return errG, D_G_z2
@@ -430,18 +354,19 @@ def stats_line(epoch, num_epochs, i, num_batches, stats):
             % (epoch, num_epochs, i, num_batches, *stats))
 
 
-def training_loop(args, proc, state, dataloader, extras):
+def training_loop(args, process, state, dataloader, stop, report, board, monitor, evaluation,
+                  checkpoint_file):
     """The tutorial's training loop: for each batch of each epoch, update D, then G; print
     the statistics every --log-every batches; save the losses; every --sample-every
-    iterations save G's output on the fixed noise. Each extra is one call to `extras`.
-    Returns after the last iteration, or early when a signal asked to stop."""
+    iterations save G's output on the fixed noise. Each extra is one call to an object
+    that names it. Returns after the last iteration, or early when asked to stop."""
     num_batches = len(dataloader)
     total = args.num_epochs * num_batches
     last_iteration = min(total, args.max_iters or total) - 1  # beyond: --max-iters
     if state.iteration > last_iteration:
-        return proc.log(f"Nothing to train: the run already has {state.iteration} "
-                        "iterations; raise --num-epochs or --max-iters to train longer")
-    proc.log("Starting Training Loop...")
+        return process.log(f"Nothing to train: the run already has {state.iteration} "
+                           "iterations; raise --num-epochs or --max-iters to train longer")
+    process.log("Starting Training Loop...")
     # For each epoch
     for epoch in range(state.epoch, args.num_epochs):
         # For each batch in the dataloader (a resumed epoch: the same shuffle, from its batch)
@@ -449,36 +374,41 @@ def training_loop(args, proc, state, dataloader, extras):
         for i, data in enumerate(batches, state.batch_in_epoch):
             iters = state.iteration
             # (1) Update D network, (2) Update G network
-            stats = train_step(state.trainG, state.trainD, state.optimizerG, state.optimizerD,
-                               state.criterion, data, args.nz, state.logits, state.augment)
+            stats = train_step(state, data)
             state.iteration, state.batch_in_epoch = iters + 1, i + 1
             last = iters == last_iteration
-            extras.after_step()  # beyond: EMA, progress bar
+            ema.update(state.ema, state.netG, iters, args.ema, args.ema_rampup)  # beyond: --ema
+            report.step()  # beyond: the progress bar
 
             # Save Losses for plotting later (on the device until the next stats line)
             state.metrics.record(epoch, iters, stats, state.seconds())
             # Output training stats
             if i % args.log_every == 0 or last:
-                rows = state.metrics.flush()
+                rows = state.metrics.unread()  # every row since the last stats line
                 if i % args.log_every == 0:
-                    proc.log(stats_line(epoch, args.num_epochs, i, num_batches, rows[-1][2:7]))
-                extras.after_stats()  # beyond: TensorBoard
+                    process.log(stats_line(epoch, args.num_epochs, i, num_batches, rows[-1][2:7]))
+                board.losses(rows)  # beyond: --tensorboard
+                monitor.check_losses(rows)  # beyond: the health monitor
 
             # Check how the generator is doing by saving G's output on fixed_noise
             if (iters % args.sample_every == 0) or last:
-                state.img_list.append(fixed_noise_grid(state.sampleG, state.fixed_noise))
+                grid = fixed_noise_grid(state.sampleG, state.fixed_noise)
+                state.img_list.append(grid)
                 state.img_iterations.append(iters)
-                extras.after_grid()  # beyond: progress/*.png, TensorBoard
+                report.grid(grid, iters)  # beyond: progress/iter_*.png
+                board.image(grid, iters)  # beyond: --tensorboard
+                monitor.check_grid(grid, iters)  # beyond: the health monitor
 
-            extras.measure(iters, last)  # beyond: SWD every --eval-every
-            stopping = extras.stop.requested()  # beyond: Ctrl-C, SIGTERM (on any rank)
-            extras.save_checkpoint(iters, due=last or stopping)  # beyond: checkpoint.pt
+            evaluation.measure(state.sampleG, iters, last)  # beyond: --eval-every
+            stopping = stop.requested()  # beyond: Ctrl-C, SIGTERM, --on-failure stop (any rank)
+            checkpoint_file.save(state, due=last or stopping)  # beyond: checkpoint.pt
             if stopping or last:
                 return
         # The epoch is over: the next batch is the first of the next epoch, a new shuffle
         state.epoch, state.batch_in_epoch = epoch + 1, 0
         state.random.end_epoch()
-        extras.end_epoch(epoch)  # beyond: a summary line in logs, checkpoint
+        report.end_epoch(epoch)  # beyond: a summary line in logs
+        checkpoint_file.save(state, due=True)  # beyond: checkpoint.pt
 
 
 def fixed_noise_grid(netG, fixed_noise):
@@ -544,7 +474,7 @@ def save_real_vs_fake(real_batch, fake_grid, path):
     fig.savefig(path, bbox_inches="tight")
 
 
-def save_results(args, state, dataloader):
+def save_results(args, state, dataloader, evals):
     """The final weights and the tutorial's figures."""
     out = functools.partial(os.path.join, args.outdir)
     for name, net in (("netG.pt", state.netG), ("netD.pt", state.netD)):
@@ -554,7 +484,7 @@ def save_results(args, state, dataloader):
     # Grab a batch of real images from the dataloader (a new draw, as the tutorial's)
     real_batch = dataloader.first()
     save_real_vs_fake(real_batch, state.img_list[-1], out("real_vs_fake.png"))
-    metrics.save_eval_curves(state.evals, args.outdir, new_figure)  # beyond: swd.png, fid.png
+    metrics.save_eval_curves(evals, args.outdir, new_figure)  # beyond: swd.png, fid.png
 
 
 # ----------------------------------------------------------------------------------------
@@ -562,58 +492,84 @@ def save_results(args, state, dataloader):
 # ----------------------------------------------------------------------------------------
 
 def train(args, checkpoint=None):
-    """The tutorial's program from its seed to its figures. Returns the exit status: 0,
-    or 128 + the signal's number when a signal stopped it after a checkpoint."""
-    proc = devices.setup_distributed(args)  # beyond: rank, device; torchrun's process group
-    args = cli.resolve_settings(args, proc)  # beyond: what this machine can give, said once
-    # Create the dataset (beyond: every input is checked before anything is written)
-    images, held_out = run.open_inputs(args, proc, checkpoint, make_dataset,
-                                       (Generator, Discriminator))
-    with run.start_run(args, proc, checkpoint) as outputs:  # beyond: hold the outdir, config.json
+    """The tutorial's program from its seed to its figures. `checkpoint`: the loaded
+    checkpoint that --resume continues, or None. Returns the exit status: 0, or 128 + the
+    signal's number when a signal stopped it after a checkpoint."""
+    process = devices.setup_distributed(args)  # beyond: rank, device; torchrun's process group
+    args = cli.resolve_settings(args, process)  # beyond: what this machine can give, said once
+    # beyond: every input is checked before the first write; --download fetches CelebA
+    inputs.check(args, process, checkpoint, Generator, Discriminator)
+    dataset = make_dataset(args.dataroot, args.image_size, args.nc)
+    held_out = inputs.check_images(args, process, checkpoint, dataset)
+    with outdir.hold(args, process) as outputs:  # beyond: the outdir held, the configuration said
         # Set random seed for reproducibility (one stream per rank: their noise must differ)
-        proc.log("Random Seed: ", args.seed)
+        process.log("Random Seed: ", args.seed)
         random.seed(args.seed)
-        torch.manual_seed(args.seed + proc.rank)
+        torch.manual_seed(args.seed + process.rank)
 
-        # Create the dataloader (beyond: the images decoded once, into a cache)
-        pixels = data.load_pixels(args, proc, images)
-        dataloader = Batches(images, pixels, args.batch_size, args.workers, proc, args.seed,
-                             args.channels_last)
+        # Create the dataloader (beyond: the images decoded once, into a cache; this rank's share)
+        pixels = data.load_pixels(args, process, dataset)
+        dataloader = data.Batches(dataset, pixels, args.batch_size, args.workers, process,
+                                  args.seed, args.channels_last)
         # Plot some training images
         real_batch = dataloader.first()
-        if proc.writes:
-            save_training_images(real_batch, os.path.join(args.outdir, "training_images.png"))
+        if process.writes:
+            save_training_images(real_batch, outputs.path("training_images.png"))
 
-        netG, netD = build_models(args, proc.device)
+        netG, netD = build_models(args, process.device)
         # Print the models
-        proc.log(netG)
-        proc.log(netD)
-        state = loss_and_optimizers(args, netG, netD, proc.device,
-                                    logits=better_faces.d_returns_logits(args))
+        process.log(netG)
+        process.log(netD)
+        state = loss_and_optimizers(args, netG, netD, process.device,
+                                    logits=techniques.d_returns_logits(args))
 
-        # Beyond: resume a checkpoint, the EMA generator, wrappers for speed and scale, extras
-        run.prepare_training(state, args, proc, checkpoint, len(dataloader))
-        extras = run.Extras(args, proc, state, images, pixels, held_out, outputs, len(dataloader))
+        # Beyond the tutorial: config.json, the EMA generator, --diffaug, the checkpoint's
+        # state, the networks wrapped for speed and scale; then what runs beside the loop
+        outdir.write_config(args, process)
+        devices.broadcast(state.fixed_noise, process)  # every rank draws the grids (SyncBatchNorm)
+        state.ema = ema.copy_of(netG) if args.ema is not None else None
+        state.augment = techniques.DiffAugment(args.diffaug) if args.diffaug else unchanged
+        if checkpoint is not None:
+            checkpoints.restore_training(state, checkpoint, args, process, len(dataloader))
+        state.metrics = metrics.Metrics(outputs.path("metrics.csv"),
+                                        checkpoint["metrics"] if checkpoint else [], process.writes)
+        state.wrappedG = devices.prepare_for_training(netG, args, process)
+        state.wrappedD = devices.prepare_for_training(netD, args, process, logits=state.logits)
+        stop = stopping.StopRequest(process)
+        monitor = health.Monitor(args, process, dataset, pixels, outputs, stop, checkpoint)
+        evaluation = fidelity.Evaluation(args, process, dataset, pixels, held_out, outputs, checkpoint)
+        checkpoint_file = checkpoints.CheckpointFile(args, process, dataset, len(dataloader), stop,
+                                                     evaluation.rows, monitor.events)
         # Training Loop
         try:
-            with extras:
-                training_loop(args, proc, state, dataloader, extras)
+            with stop, progress.Report(args, process, state.epoch, state.iteration,
+                                                   len(dataloader), outputs) as report:
+                training_loop(args, process, state, dataloader, stop, report, outputs.board,
+                              monitor, evaluation, checkpoint_file)
         except stopping.Diverged as error:
-            raise extras.diverged(error) from None
-        if extras.stop.stopping:
-            return extras.stopped()
-        if proc.writes:
-            save_results(args, state, dataloader)
-            proc.log(f"Wrote {args.outdir}: netG.pt, netD.pt, metrics.csv, figures")
-        devices.finish_distributed(proc)
+            raise checkpoint_file.diverged(error, state.iteration) from None
+        outputs.board.losses(state.metrics.unread())  # beyond: rows a stop's checkpoint flushed
+        if stop.stopping:
+            return stop.report(args, state.iteration, checkpoint_file.path)  # beyond: how to resume
+        if process.writes:
+            save_results(args, state, dataloader, evaluation.rows)
+            process.log(f"Wrote {args.outdir}: netG.pt, netD.pt, metrics.csv, figures")
+        devices.finish_distributed(process)
         return 0
 
 
 def main(argv=None):
     """The command line: train (the default), generate or evaluate; returns the exit
-    status. The package gets what it needs of this file here, as arguments."""
-    return cli.main(argv, cli.Tutorial(inputs=TUTORIAL_INPUTS, train=train,
-                                       make_dataset=make_dataset, Generator=Generator))
+    status. A problem the user can fix is one line on stderr, never a traceback."""
+    try:
+        command, args, checkpoint = cli.parse(argv, TUTORIAL_INPUTS)
+        if command == "generate":
+            return sampling.generate(args, Generator)
+        if command == "evaluate":
+            return sampling.evaluate(args, Generator, TUTORIAL_INPUTS)
+        return train(args, checkpoint)
+    except (errors.UserError, OSError, stopping.Interrupted, KeyboardInterrupt) as error:
+        return cli.exit_status(error)
 
 
 if __name__ == "__main__":

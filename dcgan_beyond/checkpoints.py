@@ -55,22 +55,22 @@ class RandomStreams:
     def end_epoch(self):
         self.before_shuffle = None
 
-    def state_dict(self, proc, mid_epoch):
+    def state_dict(self, process, mid_epoch):
         """Every rank's streams now ("rng") and its CPU state before the shuffle of the
         epoch that the next batch belongs to ("epoch_rng")."""
         before = self.before_shuffle if mid_epoch else torch.get_rng_state()
-        return {"rng": gather(self.get_states(proc.device), proc), "epoch_rng": gather(before, proc)}
+        return {"rng": gather(self.get_states(process.device), process), "epoch_rng": gather(before, process)}
 
-    def load_state_dict(self, saved, proc, mid_epoch, reseed=None):
+    def load_state_dict(self, saved, process, mid_epoch, reseed=None):
         """Restores this rank's streams from state_dict(); with `reseed` (the data or the
         number of processes changed), seeds anew from it instead: no longer exact."""
         if reseed is None:
-            states, before = saved["rng"][proc.rank], saved["epoch_rng"][proc.rank]
-            if states["device_type"] != proc.device.type:  # CUDA-saved, CPU-loaded: keep the CPU streams
-                states = dict(states, device=None, device_type=proc.device.type)
+            states, before = saved["rng"][process.rank], saved["epoch_rng"][process.rank]
+            if states["device_type"] != process.device.type:  # CUDA-saved, CPU-loaded: keep the CPU streams
+                states = dict(states, device=None, device_type=process.device.type)
         else:
             torch.manual_seed(reseed)
-            states, before = self.get_states(proc.device), torch.get_rng_state()
+            states, before = self.get_states(process.device), torch.get_rng_state()
         if mid_epoch:  # the states follow the epoch's shuffle: redraw it first
             self.before_shuffle, self.resume_from = before, states
         else:
@@ -106,12 +106,42 @@ class RandomStreams:
         random.setstate((version, tuple(internal), gauss))
 
 
-def save_checkpoint(path, args, state, proc, num_batches, data):
+class CheckpointFile:
+    """OUTDIR/checkpoint.pt: the one dict that resumes the run exactly, written every
+    --checkpoint-every iterations and whenever due (an epoch's end, the end, a stop). It
+    holds the training state, the evaluations and health warnings (the lists that
+    `evals` and `health` name, as they grow) and what it trained on, so that a resume can
+    tell changed images."""
+
+    def __init__(self, args, process, images, num_batches, stop, evals, health):
+        self.path, self.args, self.process = checkpoint_path(args.outdir), args, process
+        self.num_batches, self.stop, self.evals, self.health = num_batches, stop, evals, health
+        self.data = {"images": len(images), "digest": file_digest(images)}
+
+    def save(self, state, due=False):
+        """Writes the file when due or every --checkpoint-every iterations; a second
+        signal while it is written waits for the file to be whole."""
+        if due or (state.iteration - 1) % self.args.checkpoint_every == 0:
+            with self.stop.deferred():
+                save_checkpoint(self.path, self.args, state, self.process, self.num_batches,
+                                self.data, self.evals, self.health)
+
+    def diverged(self, error, iteration):
+        """The one line that ends a diverged run, with what to do."""
+        iteration = iteration if error.iteration is None else error.iteration
+        advice = (f"the last good checkpoint, {self.path}, is intact; resume from it with a "
+                  "lower --lr" if os.path.exists(self.path) else "no checkpoint was written "
+                  "before it; start again with a lower --lr")
+        return UserError(f"training diverged at iteration {iteration}: a loss or D output "
+                         f"became NaN or infinite; {advice}")
+
+
+def save_checkpoint(path, args, state, process, num_batches, data, evals, health):
     """Writes the one checkpoint dict that resumes the run exactly (rank 0 writes it;
     every rank contributes its random streams)."""
     state.metrics.flush()  # the checkpoint's rows and metrics.csv agree
-    streams = state.random.state_dict(proc, mid_epoch=state.batch_in_epoch > 0)
-    if not proc.writes:
+    streams = state.random.state_dict(process, mid_epoch=state.batch_in_epoch > 0)
+    if not process.writes:
         return
     checkpoint = {
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
@@ -121,11 +151,11 @@ def save_checkpoint(path, args, state, proc, num_batches, data):
         "ema": state.ema.state_dict() if state.ema is not None else None,
         "epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch,
         "iteration": state.iteration, "batches_per_epoch": num_batches,
-        "world_size": proc.world_size, **streams, "data": data,
+        "world_size": process.world_size, **streams, "data": data,
         "fixed_noise": state.fixed_noise.cpu(),
         "metrics": state.metrics.rows,
         "grids": state.img_list, "grid_iterations": state.img_iterations,
-        "evals": state.evals, "health": state.health, "elapsed": state.seconds(),
+        "evals": evals, "health": health, "elapsed": state.seconds(),
     }
     try:
         atomic_write(path, lambda f: torch.save(checkpoint, f))
@@ -172,7 +202,7 @@ def load_checkpoint(path, device="cpu", flag="--checkpoint", whole=False):
     return checkpoint
 
 
-def check_same_data(checkpoint, images, args, proc):
+def check_same_data(checkpoint, images, args, process):
     """A resumed run repeats the uninterrupted one only on the same images: refuses
     changed ones unless --allow-changed-data (checkpoints before this check pass)."""
     saved = checkpoint.get("data")
@@ -185,11 +215,11 @@ def check_same_data(checkpoint, images, args, proc):
                         f"changed since the checkpoint ({what}), so the run would not continue "
                         "as it would have; restore them, or give --allow-changed-data to go on "
                         "with these")
-    proc.log(f"note: the images changed since the checkpoint ({what}); continuing on them, "
+    process.log(f"note: the images changed since the checkpoint ({what}); continuing on them, "
              "as --allow-changed-data asks: the run is no longer the uninterrupted one")
 
 
-def restore_training(state, checkpoint, args, proc, num_batches):
+def restore_training(state, checkpoint, args, process, num_batches):
     """Loads a checkpoint into the freshly built training state."""
     state.netG.load_state_dict(checkpoint["netG"])
     state.netD.load_state_dict(checkpoint["netD"])
@@ -199,19 +229,18 @@ def restore_training(state, checkpoint, args, proc, num_batches):
         state.ema.load_state_dict(sampling_weights(checkpoint))
     state.fixed_noise.copy_(checkpoint["fixed_noise"])
     state.img_list, state.img_iterations = list(checkpoint["grids"]), list(checkpoint["grid_iterations"])
-    state.evals, state.elapsed, state.started = checkpoint["evals"], checkpoint["elapsed"], time.time()
-    state.health = list(checkpoint.get("health", []))  # older checkpoints have none
+    state.elapsed, state.started = checkpoint["elapsed"], time.time()
     state.iteration = checkpoint["iteration"]
     state.epoch, state.batch_in_epoch = checkpoint["epoch"], checkpoint["batch_in_epoch"]
     if state.batch_in_epoch >= num_batches:  # saved after an epoch's last batch
         state.epoch, state.batch_in_epoch = state.epoch + 1, 0
     reseed = None
-    if checkpoint["world_size"] != proc.world_size or checkpoint["batches_per_epoch"] != num_batches:
-        proc.log("note: the dataset size or the number of processes changed since the "
+    if checkpoint["world_size"] != process.world_size or checkpoint["batches_per_epoch"] != num_batches:
+        process.log("note: the dataset size or the number of processes changed since the "
                  "checkpoint; the run continues, but not as the uninterrupted run would have")
-        reseed = args.seed + proc.rank + checkpoint["iteration"]
-    state.random.load_state_dict(checkpoint, proc, mid_epoch=state.batch_in_epoch > 0, reseed=reseed)
-    proc.log(f"Resuming {args.resume} at epoch {state.epoch}, batch {state.batch_in_epoch} "
+        reseed = args.seed + process.rank + checkpoint["iteration"]
+    state.random.load_state_dict(checkpoint, process, mid_epoch=state.batch_in_epoch > 0, reseed=reseed)
+    process.log(f"Resuming {args.resume} at epoch {state.epoch}, batch {state.batch_in_epoch} "
              f"(iteration {state.iteration})")
 
 
@@ -224,17 +253,21 @@ def load_optimizer_state(optimizer, saved):
         group.update(hyperparameters)
 
 
-def generator_from_weights(state_dict, path, Generator):
-    """Rebuilds the Generator (part I's class) that a state dict (netG.pt, the tutorial's
-    own, or a checkpoint's) belongs to, from the shapes of its weights."""
+def generator_from_weights(state_dict, path, Generator, config=None):
+    """Rebuilds the Generator (the tutorial's class) that a state dict belongs to: from a
+    checkpoint's configuration, or, for a bare netG.pt (the tutorial's own too), from the
+    shapes of its weights."""
     state_dict = {k.removeprefix("module.").removeprefix("_orig_mod."): v
                   for k, v in state_dict.items()}
-    convs = [v for k, v in state_dict.items() if k.startswith("main.") and v.dim() == 4]
     try:
-        nz, ngf, nc = convs[0].shape[0], convs[-1].shape[0], convs[-1].shape[1]
-        netG = Generator(nz, ngf, nc, image_size=4 * 2 ** (len(convs) - 1))
+        if config:
+            netG = Generator(config["nz"], config["ngf"], config["nc"], config["image_size"])
+        else:
+            convs = [v for k, v in state_dict.items() if k.startswith("main.") and v.dim() == 4]
+            nz, ngf, nc = convs[0].shape[0], convs[-1].shape[0], convs[-1].shape[1]
+            netG = Generator(nz, ngf, nc, image_size=4 * 2 ** (len(convs) - 1))
         netG.load_state_dict(state_dict)
-    except (IndexError, RuntimeError, ValueError):
+    except (IndexError, KeyError, RuntimeError, ValueError):
         raise UserError(f"--checkpoint {path}: does not hold a DCGAN generator of this "
                         "program's architecture") from None
     return netG
@@ -248,5 +281,6 @@ def generator_from_checkpoint(path, device, Generator):
         if weights is None:
             raise UserError(f"--checkpoint {path}: a damaged checkpoint: it holds no generator; "
                             "use an intact copy, or netG.pt")
-        return generator_from_weights(weights, path, Generator).to(device), checkpoint.get("config", {})
+        config = checkpoint.get("config", {})
+        return generator_from_weights(weights, path, Generator, config).to(device), config
     return generator_from_weights(checkpoint, path, Generator).to(device), {}

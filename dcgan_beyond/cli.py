@@ -1,23 +1,18 @@
 """The command line: the parsers (a group of flags a concern), the configuration resolved
-once, and the entry point that dcgan.main() hands part I's pieces to."""
+once, and one line (never a traceback) for whatever stops a command."""
 import argparse
-import dataclasses
 import math
 import os
 import signal
 import sys
-import time
-from typing import Callable
 
-from .better_faces import DIFFAUG_POLICIES
 from .checkpoints import checkpoint_path, load_checkpoint
-from .devices import amp_supported, fast_settings
+from .devices import amp_supported, fast_settings, launcher_rank
 from .errors import UserError, reason
-from .fidelity import FID_SAMPLES, INCEPTION_FILE
-from .health import FAILURE_EXIT
+from .fidelity import FID_SAMPLES, INCEPTION_FILE, needs_inception
 from .metrics import EVAL_SAMPLES
-from .sampling import evaluate, generate
-from .stopping import Interrupted
+from .stopping import FAILURE_EXIT, Interrupted
+from .techniques import DIFFAUG_POLICIES
 
 
 # Settings that define the models' shapes or the meaning of an iteration: a resumed run
@@ -28,7 +23,7 @@ PER_INVOCATION = ("resume", "max_iters", "download", "download_from", "allow_cha
 
 
 def fid_or_kid(args):
-    return bool(args.eval_every) and bool({"fid", "kid"} & set(args.eval_metrics.split(",")))
+    return bool(args.eval_every) and needs_inception(args.eval_metrics)
 
 
 # Flags that do nothing without another: (the flag, what it needs, whether the settings
@@ -128,7 +123,7 @@ def image_side(text):
 
 def get_args_parser(inputs):
     """The training command's flags, a group each concern; each default of the tutorial's
-    group is its value in `inputs` (part I's TUTORIAL_INPUTS). A new feature adds its own
+    group is its value in `inputs` (dcgan.py's TUTORIAL_INPUTS). A new feature adds its own
     group here: one function, one call."""
     parser = ArgumentParser(
         prog="dcgan.py", allow_abbrev=False,
@@ -148,7 +143,7 @@ def get_args_parser(inputs):
 
 
 def add_tutorial_flags(parser, inputs):
-    """The tutorial's inputs (part I's TUTORIAL_INPUTS), each a flag of the same name."""
+    """The tutorial's inputs (dcgan.py's TUTORIAL_INPUTS), each a flag of the same name."""
     group = parser.add_argument_group("the tutorial's hyperparameters")
     group.add_argument("--dataroot", default=inputs["dataroot"],
                        help="images: DIR/img_align_celeba/*.jpg (the tutorial's "
@@ -400,12 +395,12 @@ def resolve_resume(parser, args, given):
     resumed = settings(parser, checkpoint["config"], given)
     resumed.update({key: given.get(key) for key in PER_INVOCATION}, resume=path)
     resumed["outdir"] = given.get("outdir") or os.path.dirname(os.path.abspath(path))
-    if changed and int(os.environ.get("RANK", "0")) == 0:  # torchrun starts one per rank
+    if changed and launcher_rank() == 0:  # torchrun starts one per rank
         print(f"Resuming with changed settings: {', '.join(changed)}")
     return argparse.Namespace(**resumed), checkpoint
 
 
-def resolve_settings(args, proc):
+def resolve_settings(args, process):
     """The one place where settings follow from others or from this machine (the checkpoint
     interval, the workers, features this device or job cannot give: one line each). The
     run prints the settings it returns, saves them in config.json and never changes them."""
@@ -413,75 +408,70 @@ def resolve_settings(args, proc):
     args.checkpoint_every = args.checkpoint_every or args.sample_every
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if args.workers > usable:
-        proc.log(f"note: --workers {args.workers} is more than the {usable} CPU cores here can "
+        process.log(f"note: --workers {args.workers} is more than the {usable} CPU cores here can "
                  f"use; decoding with {usable}")
         args.workers = usable
     if args.fast:
-        chosen, judged = fast_settings(proc.device)
+        chosen, judged = fast_settings(process.device)
         for flag in chosen:
             setattr(args, flag, True)
-        proc.log(f"note: --fast on {judged}: {' '.join(flag_name(f) for f in chosen) or 'nothing to add'}"
+        process.log(f"note: --fast on {judged}: {' '.join(flag_name(f) for f in chosen) or 'nothing to add'}"
                  " (the fastest measured there; the numbers change)")
-    if args.amp and not amp_supported(proc.device):
-        proc.log(f"note: --amp needs bf16 kernels (CUDA, or a CPU with native bf16: Intel AMX or "
-                 f"AVX-512 BF16, AMD Zen 4 and later), which {proc.device} lacks; training in float32")
+    if args.amp and not amp_supported(process.device):
+        process.log(f"note: --amp needs bf16 kernels (CUDA, or a CPU with native bf16: Intel AMX or "
+                 f"AVX-512 BF16, AMD Zen 4 and later), which {process.device} lacks; training in float32")
         args.amp = False
-    if args.amp and args.compile and args.channels_last and proc.device.type == "cuda":
-        proc.log("note: --amp --compile --channels-last together crashed in torch.compile's "
+    if args.amp and args.compile and args.channels_last and process.device.type == "cuda":
+        process.log("note: --amp --compile --channels-last together crashed in torch.compile's "
                  "backward pass on CUDA; training without --channels-last")
         args.channels_last = False
-    if args.sync_bn and proc.world_size == 1:
-        proc.log("note: --sync-bn matters only under torchrun with several processes")
+    if args.sync_bn and process.world_size == 1:
+        process.log("note: --sync-bn matters only under torchrun with several processes")
         args.sync_bn = False
-    elif args.sync_bn and proc.device.type != "cuda":
-        proc.log(f"note: --sync-bn needs CUDA (SyncBatchNorm); BatchNorm statistics stay per "
-                 f"process on {proc.device.type}")
+    elif args.sync_bn and process.device.type != "cuda":
+        process.log(f"note: --sync-bn needs CUDA (SyncBatchNorm); BatchNorm statistics stay per "
+                 f"process on {process.device.type}")
         args.sync_bn = False
     return args
 
 
-@dataclasses.dataclass(frozen=True)
-class Tutorial:
-    """What the package uses of dcgan.py's part I, handed in by dcgan.main(): the package
-    never imports dcgan."""
-    inputs: dict  # TUTORIAL_INPUTS: the defaults of the tutorial's flags
-    train: Callable  # train(args, checkpoint): the tutorial's program
-    make_dataset: Callable  # make_dataset(dataroot, image_size, nc, flag): its dataset
-    Generator: type  # its generator, rebuilt from saved weights by generate and evaluate
-
-
-def main(argv, tutorial):
-    """Dispatches to train (the default), generate or evaluate; returns the exit status.
-    A UserError is one line on stderr and status 2, never a traceback."""
+def parse(argv, inputs):
+    """The command line as (command, args, checkpoint): "generate" or "evaluate" with their
+    flags, or "train" with its settings (a resumed run's come from its checkpoint, loaded
+    here, else None). `inputs`: the defaults of the tutorial's flags."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        if argv[:1] == ["generate"]:
-            return generate(get_generate_parser().parse_args(argv[1:]), tutorial.Generator)
-        if argv[:1] == ["evaluate"]:
-            return evaluate(get_evaluate_parser().parse_args(argv[1:]), tutorial)
-        parser = get_args_parser(tutorial.inputs)
-        args, given = parse_train_args(parser, argv)
-        args, checkpoint = resolve_resume(parser, args, given)
-        if int(os.environ.get("RANK", "0")) == 0:  # torchrun starts one process per rank
-            for note in idle_flag_notes(args, given):
-                print(note)
-        return tutorial.train(args, checkpoint)
-    except UserError as error:
-        rank = int(os.environ.get("RANK", "0"))
-        if rank == 0 or not error.same_on_every_rank:  # under torchrun, one line, not one a rank
+    if argv[:1] == ["generate"]:
+        return "generate", get_generate_parser().parse_args(argv[1:]), None
+    if argv[:1] == ["evaluate"]:
+        return "evaluate", get_evaluate_parser().parse_args(argv[1:]), None
+    parser = get_args_parser(inputs)
+    args, given = parse_train_args(parser, argv)
+    args, checkpoint = resolve_resume(parser, args, given)
+    if launcher_rank() == 0:  # torchrun starts one process per rank
+        for note in idle_flag_notes(args, given):
+            print(note)
+    return "train", args, checkpoint
+
+
+def exit_status(error):
+    """The exit status for what stopped a command, said in one line on stderr: a UserError
+    (status 2), a failed write (2), a second stop signal, Ctrl-C. Under torchrun a problem
+    of every rank is said by rank 0 alone; the other ranks leave quietly with status 0, so
+    that the launcher names rank 0's failure, not theirs."""
+    rank = launcher_rank()
+    if isinstance(error, UserError):
+        if rank == 0 or not error.same_on_every_rank:
             print(f"dcgan.py: error: {'' if rank == 0 else f'(rank {rank}) '}{error}", file=sys.stderr)
-        else:  # torchrun stops every rank when one exits: let rank 0 say it first
-            time.sleep(2)
-        return 2
-    except OSError as error:  # a write that failed mid-run, a full disk say
+            return 2
+        return 0
+    if isinstance(error, OSError):  # a write that failed mid-run, a full disk say
         print(f"dcgan.py: error: {error.filename or 'a file'}: {reason(error)}; what was "
               "written before is intact (checkpoints are replaced whole): fix this, then run "
               "again (a training run: with --resume)", file=sys.stderr)
         return 2
-    except Interrupted as stop:
-        print(f"dcgan.py: stopped at once by a second {signal.Signals(stop.signum).name}; "
+    if isinstance(error, Interrupted):
+        print(f"dcgan.py: stopped at once by a second {signal.Signals(error.signum).name}; "
               "the last checkpoint is as it was", file=sys.stderr)
-        return 128 + stop.signum
-    except KeyboardInterrupt:
-        print("dcgan.py: interrupted", file=sys.stderr)
-        return 130
+        return 128 + error.signum
+    print("dcgan.py: interrupted", file=sys.stderr)
+    return 130

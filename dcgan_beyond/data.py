@@ -14,6 +14,7 @@ import time
 import numpy as np
 import torch
 import torchvision.datasets as dset
+import torchvision.transforms as transforms
 from PIL import Image
 from tqdm import tqdm
 
@@ -29,9 +30,63 @@ CELEBA_HELP = ("get CelebA's img_align_celeba.zip from the official site "
                "see data/README.md")
 
 
-def open_dataset(dataset_class, dataroot, image_size=64, nc=3, flag="--dataroot"):
-    """dataset_class(dataroot, image_size, nc) (part I's FaceImages), or one line that
-    explains what is wrong with the folder."""
+class FaceImages(dset.ImageFolder):
+    """The tutorial's ImageFolder with three additions: a flat folder of images works too,
+    images are converted to `nc` channels, and an unreadable image yields None (named on
+    stderr) instead of ending a ten-hour run. `transform` is the tutorial's: its steps
+    before ToTensor make the uint8 pixels that the decode-once cache keeps; ToTensor and
+    Normalize(0.5, 0.5) are then done on the device (normalize_pixels, bit-identical)."""
+
+    def __init__(self, root, transform, nc=3):
+        self.is_flat = any(entry.is_file() and dset.folder.has_file_allowed_extension(
+            entry.name, dset.folder.IMG_EXTENSIONS) for entry in os.scandir(root))
+        steps = list(transform.transforms)
+        cut = next((k for k, step in enumerate(steps) if isinstance(step, transforms.ToTensor)),
+                   len(steps))
+        self.pixel_transform = transforms.Compose(steps[:cut])
+        self.nc = nc
+        super().__init__(root, transform=transform, allow_empty=True,
+                         loader=functools.partial(load_image, mode="L" if nc == 1 else "RGB"))
+
+    def find_classes(self, directory):
+        # A flat folder is one class whose folder is the root itself.
+        return ([""], {"": 0}) if self.is_flat else super().find_classes(directory)
+
+    def _open(self, index):
+        path = self.samples[index][0]
+        try:
+            return self.loader(path)  # convert() decodes, so a broken file fails here
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+            print(f"warning: skipping unreadable image {path}: {error}", file=sys.stderr)
+            return None
+
+    def __getitem__(self, index):
+        """The tutorial's transformed image, or None if unreadable."""
+        image = self._open(index)
+        return None if image is None else self.transform(image)
+
+    def pixels(self, index):
+        """The image after the steps before ToTensor as a CHW uint8 array, or None."""
+        image = self._open(index)
+        if image is None:
+            return None
+        array = np.asarray(self.pixel_transform(image), dtype=np.uint8)
+        return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+    def like(self, root):
+        """Another folder's images, transformed as these are (held-out images)."""
+        return open_images(root, self.transform, self.nc, "--eval-dataroot")
+
+
+def pixel_transform(image_size):
+    """The steps of the tutorial's transform that make pixels (Resize, CenterCrop): what
+    `evaluate` compares, with no training dataset at hand."""
+    return transforms.Compose([transforms.Resize(image_size), transforms.CenterCrop(image_size)])
+
+
+def open_images(dataroot, transform, nc=3, flag="--dataroot"):
+    """FaceImages(dataroot, transform, nc), or one line that explains what is wrong with
+    the folder."""
     if not os.path.exists(dataroot):
         raise UserError(f"{flag} {dataroot}: no such folder; {CELEBA_HELP}, and unzip it so "
                         f"that {os.path.join(dataroot, 'img_align_celeba', '000001.jpg')} exists")
@@ -39,7 +94,7 @@ def open_dataset(dataset_class, dataroot, image_size=64, nc=3, flag="--dataroot"
         raise UserError(f"{flag} {dataroot}: is a file, not a folder; give the folder that "
                         "holds img_align_celeba/ (or the images themselves)")
     try:
-        dataset = dataset_class(dataroot, image_size, nc)
+        dataset = FaceImages(dataroot, transform, nc)
     except FileNotFoundError:  # ImageFolder: a root with neither images nor subfolders
         dataset = []
     except PermissionError as error:
@@ -55,17 +110,22 @@ def open_dataset(dataset_class, dataroot, image_size=64, nc=3, flag="--dataroot"
     return dataset
 
 
-def open_eval_images(args, images, make_dataset):
-    """The held-out images of --eval-dataroot (opened by part I's make_dataset), or None;
-    without them SWD needs two disjoint sets of training images (one to compare with, one
-    for the floor)."""
-    held_out = args.eval_dataroot and make_dataset(args.eval_dataroot, args.image_size,
-                                                   args.nc, "--eval-dataroot")
+def open_eval_images(eval_dataroot, images):
+    """The held-out images of --eval-dataroot, transformed as `images`, or None; without
+    them SWD needs two disjoint sets of training images (one to compare with, one for the
+    floor)."""
+    held_out = eval_dataroot and images.like(eval_dataroot)
     if not held_out and len(images) < 2:
         raise UserError(f"--eval-every: SWD needs at least 2 training images (a set to "
                         f"compare with and a set for the floor), and {images.root} has "
                         f"{len(images)}; add images, or give --eval-dataroot")
     return held_out or None
+
+
+def image_count(images, pixels):
+    """How many images training draws from: the cache's rows (it leaves unreadable images
+    out), or the folder's files without one."""
+    return len(images) if pixels is None else len(pixels)
 
 
 def load_image(path, mode):
@@ -154,7 +214,7 @@ CACHE_VERSION = 1
 
 def cache_path(images, image_size, nc, cache_dir):
     """The cache file of these images at this size: a changed dataset gets another one."""
-    key = hashlib.sha256(f"{CACHE_VERSION} {image_size} {nc} {images.resize_crop} "
+    key = hashlib.sha256(f"{CACHE_VERSION} {image_size} {nc} {images.pixel_transform} "
                          f"{file_digest(images)}".encode()).hexdigest()[:20]
     return os.path.join(cache_dir, f"faces-{len(images)}-{nc}x{image_size}-{key}.npy")
 
@@ -293,17 +353,62 @@ def build_pixel_cache(images, path, row_shape, workers):
           + (f" ({len(skipped)} unreadable skipped)" if skipped else ""))
 
 
-def load_pixels(args, proc, images):
+def load_pixels(args, process, images):
     """The decode-once cache (built by rank 0 while the others wait), or None with
     --no-cache."""
     if args.no_cache:
         return None
     pixels = load_pixel_cache(images, args.image_size, args.nc, args.cache_dir,
-                              args.workers, build=proc.writes)
-    barrier(proc)
+                              args.workers, build=process.writes)
+    barrier(process)
     if pixels is None:
         pixels = load_pixel_cache(images, args.image_size, args.nc, args.cache_dir, args.workers)
     return pixels
+
+
+class Batches:
+    """The tutorial's dataloader: batches in its shuffle order, as normalised tensors on
+    the device, whether the pixels come from the decode-once cache or, with --no-cache,
+    from FaceImages and DataLoader workers as in the tutorial.
+
+    The shuffle is drawn by a DataLoader over the image indices, which makes exactly the
+    random draws of the tutorial's DataLoader; under torchrun a DistributedSampler gives
+    each process its disjoint share of batch_size / world_size images.
+    """
+
+    def __init__(self, images, pixels, batch_size, workers, process, seed=0, channels_last=False):
+        self.images, self.workers, self.device = images, workers, process.device
+        self.channels_last = channels_last
+        count = image_count(images, pixels)
+        self.sampler = (torch.utils.data.DistributedSampler(
+            range(count), num_replicas=process.world_size, rank=process.rank, shuffle=True,
+            seed=seed) if process.world_size > 1 else None)
+        self.index_loader = torch.utils.data.DataLoader(
+            range(count), batch_size=batch_size // process.world_size,
+            shuffle=self.sampler is None, sampler=self.sampler)
+        self.pixels = pixels_on_device(pixels, process.device) if pixels is not None else None
+
+    def __len__(self):
+        return len(self.index_loader)
+
+    def epoch(self, epoch, start=0):
+        """The batches of one epoch from batch `start` on. The shuffle's random draws
+        happen here, at once, as when the tutorial's loop starts an epoch."""
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        return self._batches(list(self.index_loader)[start:])
+
+    def first(self):
+        """One batch, drawn as the tutorial's next(iter(dataloader)) draws it."""
+        return next(self._batches([next(iter(self.index_loader))]))
+
+    def _batches(self, index_batches):
+        if self.pixels is not None:
+            batches = cached_batches(self.pixels, index_batches, self.device)
+        else:
+            batches = decoded_batches(self.images, index_batches, self.workers, self.device)
+        for batch in batches:
+            yield batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
 
 
 def pixels_on_device(pixels, device):

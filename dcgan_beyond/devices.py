@@ -32,6 +32,12 @@ class Process:
             tqdm.write(" ".join(str(v) for v in values))
 
 
+def launcher_rank():
+    """This process's rank as torchrun announces it (0 when not under torchrun), before the
+    process group exists."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def setup_distributed(args):
     """Joins the torchrun job if there is one, and tunes this process for its device
     (--deterministic's kernels; glibc's memory on the CPU); returns this Process.
@@ -41,9 +47,9 @@ def setup_distributed(args):
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
-        proc = Process(device=pick_device(args.device, args.ngpu))
+        process = Process(device=pick_device(args.device, args.ngpu))
     else:
-        rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+        rank, local_rank = launcher_rank(), int(os.environ["LOCAL_RANK"])
         if args.ngpu > 1:
             raise UserError("--ngpu > 1 (nn.DataParallel) cannot run under torchrun, which "
                             "already gives each GPU its own process; drop --ngpu")
@@ -55,35 +61,35 @@ def setup_distributed(args):
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                 timeout=datetime.timedelta(minutes=30))
-        proc = Process(rank, world_size, device)
-    if proc.device.type == "cpu" and not keep_freed_memory():
-        proc.log("note: the C library is not glibc: freed memory goes back to the system "
+        process = Process(rank, world_size, device)
+    if process.device.type == "cpu" and not keep_freed_memory():
+        process.log("note: the C library is not glibc: freed memory goes back to the system "
                  "every iteration, which slows CPU training")
-    configure_determinism(args.deterministic, proc.device)
-    return proc
+    configure_determinism(args.deterministic, process.device)
+    return process
 
 
-def finish_distributed(proc):
-    if proc.world_size > 1:
+def finish_distributed(process):
+    if process.world_size > 1:
         dist.destroy_process_group()
 
 
-def barrier(proc):
-    if proc.world_size > 1:
+def barrier(process):
+    if process.world_size > 1:
         dist.barrier()
 
 
-def broadcast(tensor, proc):
+def broadcast(tensor, process):
     """Rank 0's tensor on every rank."""
-    if proc.world_size > 1:
+    if process.world_size > 1:
         dist.broadcast(tensor, 0)
 
 
-def gather(obj, proc):
+def gather(obj, process):
     """The list of every rank's obj (under torchrun), or [obj]."""
-    if proc.world_size == 1:
+    if process.world_size == 1:
         return [obj]
-    objects = [None] * proc.world_size
+    objects = [None] * process.world_size
     dist.all_gather_object(objects, obj)
     return objects
 
@@ -181,12 +187,12 @@ class Autocast(nn.Module):
             return self.net(input).float()
 
 
-def prepare_for_training(model, args, proc, logits=False):
+def prepare_for_training(model, args, process, logits=False):
     """Wraps a network for speed and scale, each wrapper only when the resolved settings ask:
     channels-last, SyncBatchNorm, bf16 autocast, torch.compile, then nn.DataParallel (--ngpu,
     the tutorial's) or DistributedDataParallel (torchrun). The unwrapped model keeps the
     parameters, the state dict and the tutorial's layout."""
-    device = proc.device
+    device = process.device
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
     if args.sync_bn:
@@ -198,19 +204,18 @@ def prepare_for_training(model, args, proc, logits=False):
         net = Autocast(net, device.type)
     if args.compile:
         net = torch.compile(net)
-    if proc.world_size > 1:
+    if process.world_size > 1:
         net = DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None)
     elif device.type == "cuda" and args.ngpu > 1:
         net = nn.DataParallel(net, list(range(args.ngpu)))
     return net
 
 
-def check_network_memory(args, proc, models):
-    """Before anything is built: refuses a run whose networks and one step's activations
-    would not fit the device's memory (CUDA) or the machine's (CPU). `models`: the
-    (Generator, Discriminator) classes."""
-    needed, params = step_memory(args, args.batch_size // proc.world_size, models)
-    device = proc.device
+def check_network_memory(args, process, Generator, Discriminator):
+    """Before anything is built: refuses a run whose networks (the tutorial's classes) and
+    one step's activations would not fit the device's memory (CUDA) or the machine's (CPU)."""
+    needed, params = step_memory(args, args.batch_size // process.world_size, Generator, Discriminator)
+    device = process.device
     if device.type == "cuda":
         available = torch.cuda.get_device_properties(device).total_memory
     elif hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
@@ -221,19 +226,18 @@ def check_network_memory(args, proc, models):
         raise UserError(f"--image-size {args.image_size}: one training step would need about "
                         f"{needed / 2**30:,.1f} GiB ({params / 1e6:,.0f} million weights with "
                         "their gradients and Adam's moments, and the activations of a batch of "
-                        f"{args.batch_size // proc.world_size}), more than the "
+                        f"{args.batch_size // process.world_size}), more than the "
                         f"{available / 2**30:,.1f} GiB of this {device.type}; use a smaller "
                         "--image-size, --batch-size, --ngf or --ndf")
 
 
-def step_memory(args, batch, models):
+def step_memory(args, batch, Generator, Discriminator):
     """(bytes, weights) of a float32 training step, estimated from shapes alone (no memory
     is touched): weights, gradients and Adam's two moments, plus each layer's output in
     G's pass and D's three passes, kept for backward, and twice as much again for the
     gradients and temporaries of backward. The default run comes to 1.2 GiB; on a CPU it
     peaks at about 1.5 GiB RSS, the interpreter and libraries included."""
     outputs = []
-    Generator, Discriminator = models
     with torch.device("meta"):
         netG = Generator(args.nz, args.ngf, args.nc, args.image_size)
         netD = Discriminator(args.nc, args.ndf, args.image_size)

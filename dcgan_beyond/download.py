@@ -324,12 +324,12 @@ def download_from_google_drive(dataroot):
         shutil.rmtree(work, ignore_errors=True)
 
 
-def wait_for_download(dataroot, proc):
+def wait_for_download(dataroot, process):
     """Under torchrun: rank 0 downloads while the others wait for the folder, polling the
     disk rather than a collective, whose timeout a long download would outlast."""
-    if proc.writes or os.path.isdir(os.path.join(dataroot, "img_align_celeba")):
+    if process.writes or os.path.isdir(os.path.join(dataroot, "img_align_celeba")):
         return
-    print(f"rank {proc.rank}: waiting for rank 0 to download CelebA into {dataroot}",
+    print(f"rank {process.rank}: waiting for rank 0 to download CelebA into {dataroot}",
           file=sys.stderr, flush=True)
     while not os.path.isdir(os.path.join(dataroot, "img_align_celeba")):
         time.sleep(1)  # a stat a second: nothing beside a download that takes minutes

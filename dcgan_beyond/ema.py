@@ -1,6 +1,12 @@
 """--ema: an exponential moving average of G's weights."""
+import copy
 
 import torch
+
+
+def copy_of(netG):
+    """The EMA generator: a copy of G that is averaged, never trained."""
+    return copy.deepcopy(netG).requires_grad_(False)
 
 
 def ema_decay(decay, rampup, iteration):
@@ -13,6 +19,13 @@ def ema_decay(decay, rampup, iteration):
     if iteration == 0:
         return 0.0
     return min(decay, 0.5 ** (1 / (rampup * iteration)))
+
+
+def update(ema, model, iteration, decay, rampup):
+    """The loop's call after iteration `iteration` (0-based), with the warmed-up decay;
+    nothing without an EMA (ema None)."""
+    if ema is not None:
+        update_ema(ema, model, ema_decay(decay, rampup, iteration))
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ import torch
 from .data import cache_folder, cache_path, load_pixel_cache, real_uint8, to_rgb
 from .errors import UserError, reason
 from .files import atomic_write
-from .metrics import SWDEvaluator, generated_uint8
+from .metrics import EvalSettings, SWDEvaluator, generated_uint8, write_eval_csv
 
 
 FID_SAMPLES = 50_000  # generated images in the usual protocol, against all real images
@@ -107,10 +107,10 @@ class FidelityEvaluator:
     pixel cache, once per dataset, size and Inception weights. torch-fidelity draws from its own seeded
     generator: evaluation changes no training number."""
 
-    def __init__(self, real, real_key, metrics, args, device, log=print):
-        self.metrics, self.device, self.log = metrics, device, log
-        self.seed, self.weights = args.seed, inception_weights(args.fid_weights)
-        limit = args.eval_samples
+    def __init__(self, real, real_key, settings, device, log=print):
+        self.metrics, self.device, self.log = settings.metrics, device, log
+        self.seed, self.weights = settings.seed, inception_weights(settings.fid_weights)
+        limit = settings.samples
         self.real = real[:limit] if limit else real
         self.generated = limit or FID_SAMPLES
         self.protocol = (f"{self.generated} generated vs {len(self.real)} real images, "
@@ -120,7 +120,7 @@ class FidelityEvaluator:
                               "images against all real ones")
         # the real images' statistics, cached beside the pixel cache: once per dataset, size
         # and weights (other weights must never meet statistics that these made)
-        self.cache_root = os.path.join(cache_folder(args.cache_dir), "fidelity")
+        self.cache_root = os.path.join(cache_folder(settings.cache_dir), "fidelity")
         digest = weights_digest(self.weights, self.cache_root)
         self.real_name = f"dcgan-real-{real_key}-{len(self.real)}-inception-{digest}"
         self.floor = self._score(PixelImages(self.real[0::2]), PixelImages(self.real[1::2]),
@@ -144,23 +144,26 @@ class FidelityEvaluator:
         return row
 
 
-def fidelity_evaluator(images, pixels, held_out, args, device, log=print):
+def fidelity_evaluator(images, pixels, held_out, settings, device, log=print):
     """A FidelityEvaluator against all real images, the held-out ones or else the training
     ones, from the decode-once cache (with --no-cache, decoded once for it)."""
     real_images = held_out if held_out is not None else images
     if held_out is None and pixels is not None:
         real = pixels
-    elif getattr(args, "no_cache", False):
-        real = real_uint8(real_images, None, list(range(len(real_images))), args.workers)
+    elif settings.no_cache:
+        real = real_uint8(real_images, None, list(range(len(real_images))), settings.workers)
     else:
-        real = load_pixel_cache(real_images, args.image_size, args.nc, args.cache_dir, args.workers)
-    key = os.path.basename(cache_path(real_images, args.image_size, args.nc, ""))[:-len(".npy")]
-    return FidelityEvaluator(real, key, metric_names(args), args, device, log)
+        real = load_pixel_cache(real_images, settings.image_size, settings.nc, settings.cache_dir,
+                                settings.workers)
+    key = os.path.basename(cache_path(real_images, settings.image_size, settings.nc, ""))[:-len(".npy")]
+    return FidelityEvaluator(real, key, settings, device, log)
 
 
-def metric_names(args):
-    """The metrics asked for: --eval-metrics in training, --metrics in evaluate."""
-    return tuple((getattr(args, "metrics", None) or args.eval_metrics).split(","))
+def needs_inception(metrics):
+    """Whether the metrics asked for (a comma-separated list or a tuple) need the
+    Inception network: FID or KID."""
+    names = metrics.split(",") if isinstance(metrics, str) else metrics
+    return bool({"fid", "kid"} & set(names))
 
 
 def fidelity_scores(input1, input2, metrics, weights, device, seed, cache_root, **names):
@@ -180,12 +183,12 @@ def fidelity_scores(input1, input2, metrics, weights, device, seed, cache_root, 
             "kid": result.get(torch_fidelity.KEY_METRIC_KID_MEAN) if "kid" in metrics else None}
 
 
-def evaluators(images, pixels, held_out, args, device, log=print):
-    """The evaluators that --eval-metrics (evaluate: --metrics) asks for, in its order."""
-    names = metric_names(args)
-    found = [SWDEvaluator(images, pixels, held_out, args, device, log)] if "swd" in names else []
-    if "fid" in names or "kid" in names:
-        found.append(fidelity_evaluator(images, pixels, held_out, args, device, log))
+def evaluators(images, pixels, held_out, settings, device, log=print):
+    """The evaluators that the settings' metrics ask for, SWD first."""
+    found = ([SWDEvaluator(images, pixels, held_out, settings, device, log)]
+             if "swd" in settings.metrics else [])
+    if needs_inception(settings.metrics):
+        found.append(fidelity_evaluator(images, pixels, held_out, settings, device, log))
     return found
 
 
@@ -199,3 +202,24 @@ def measure_all(evaluators, netG, iteration):
 
 def format_fidelity(scores):
     return ", ".join(f"{name.upper()} {value:.4g}" for name, value in scores.items() if value is not None)
+
+
+class Evaluation:
+    """--eval-every: the evaluators of --eval-metrics, run every this many iterations and at
+    the end, each row into eval.csv (and TensorBoard). Rank 0 alone measures; without
+    --eval-every, measure() does nothing."""
+
+    def __init__(self, args, process, images, pixels, held_out, outputs, checkpoint=None):
+        self.every, self.board, self.path = args.eval_every, outputs.board, outputs.path("eval.csv")
+        self.rows = list(checkpoint["evals"]) if checkpoint else []  # a resumed run's go on
+        self.evaluators = (evaluators(images, pixels, held_out, EvalSettings.of_training(args),
+                                      process.device, process.log)
+                           if args.eval_every and process.writes else [])
+        if process.writes:
+            write_eval_csv(self.path, self.rows)
+
+    def measure(self, netG, iteration, last=False):
+        if self.evaluators and (iteration % self.every == 0 or last):
+            self.rows.append(measure_all(self.evaluators, netG, iteration))
+            write_eval_csv(self.path, self.rows)
+            self.board.scalars(self.rows[-1], ("swd_avg", "fid", "kid"))

@@ -3,8 +3,9 @@ import math
 
 import torch
 
-from .data import to_rgb
+from .data import image_count, real_uint8, to_rgb
 from .files import atomic_write, csv_text
+from .techniques import learning_rates
 
 
 # The thresholds, from runs on the 8,000-face sample (docs/when-a-run-goes-wrong.md)
@@ -12,7 +13,6 @@ HEALTH_WINDOW = 50  # iterations that a verdict on the losses looks back over
 D_WON_LOSS, D_WON_SHARE = 0.001, 0.9  # Loss_D below this in this share of the window
 FLAT_LOSSES = 1e-3  # both losses moved less than this over the window
 COLLAPSE_SPREAD = 0.1  # fixed-noise images this close (vs a real batch's spread), two grids running
-FAILURE_EXIT = 3  # --on-failure stop: the exit status
 HEALTH_DOC = "see docs/when-a-run-goes-wrong.md"
 
 
@@ -57,7 +57,7 @@ class HealthMonitor:
         found = []
         won = sum(value < D_WON_LOSS for value in loss_d)
         if won >= D_WON_SHARE * HEALTH_WINDOW:
-            lr_d = self.args.lr if self.args.lr_d is None else self.args.lr_d
+            lr_d, _ = learning_rates(self.args)
             found += self._fire(iteration, "d_won", won / HEALTH_WINDOW, (
                 f"D has won: Loss_D was below {D_WON_LOSS} in {won} of the last "
                 f"{HEALTH_WINDOW} iterations (D(G(z)) {self.recent[-1][5]:.4f}), so G gets no "
@@ -101,3 +101,41 @@ def write_health_csv(path, events):
     atomic_write(path, lambda f: f.write(csv_text(
         [["iteration", "signal", "value", "message"]]
         + [[e["iteration"], e["signal"], e["value"], e["message"]] for e in events]).encode()))
+
+
+class Monitor:
+    """The health monitor beside the loop (rank 0's): hands it the rows and grids the loop
+    already has; each warning is said once, written to health.csv, TensorBoard and the
+    checkpoint, and with --on-failure stop asks the run to stop after this iteration: the
+    one whose statistics flush (every --log-every batches) or fixed-noise grid showed the
+    sign, which may be later than the iteration the warning names."""
+
+    def __init__(self, args, process, images, pixels, outputs, stop, checkpoint=None):
+        self.process, self.board, self.stop = process, outputs.board, stop
+        self.path, self.stop_on_failure = outputs.path("health.csv"), args.on_failure == "stop"
+        self.events = [dict(e) for e in checkpoint.get("health", [])] if checkpoint else []
+        self.watch = None
+        if process.writes:
+            count = min(64, image_count(images, pixels))
+            self.watch = HealthMonitor(args, real_uint8(images, pixels, list(range(count)), args.workers),
+                                       self.events, checkpoint["metrics"] if checkpoint else ())
+            write_health_csv(self.path, self.events)
+
+    def check_losses(self, rows):
+        """The metrics rows that reached the host since the last call."""
+        if self.watch:
+            self._report(self.watch.observe_rows(rows))
+
+    def check_grid(self, grid, iteration):
+        if self.watch:
+            self._report(self.watch.observe_grid(iteration, grid))
+
+    def _report(self, events):
+        for event in events:
+            self.process.log(event["message"])
+            self.board.text(event["message"], event["iteration"])
+        if events:
+            self.events[:] = self.watch.events
+            write_health_csv(self.path, self.events)
+            if self.stop_on_failure:
+                self.stop.stop_for_failure(events[0])

@@ -1,14 +1,15 @@
 """Metrics: the statistics of every iteration (metrics.csv, TensorBoard) and the sliced
 Wasserstein distance (Karras et al., 2018, Progressive GAN) of G's images to real ones."""
+import dataclasses
 import math
 import os
+from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import real_uint8
-from .errors import UserError
+from .data import image_count, real_uint8
 from .files import atomic_write, csv_text
 from .stopping import Diverged
 
@@ -26,6 +27,7 @@ class Metrics:
         self.path, self.write = path, write
         self.rows = [list(row) for row in rows]
         self.pending = []
+        self.read = len(self.rows)  # rows that unread() has handed out
         if write:  # rewrite from the checkpoint's rows: a resumed run drops later ones
             atomic_write(path, lambda f: f.write(csv_text([METRICS_COLUMNS] + self.rows).encode()))
 
@@ -39,6 +41,13 @@ class Metrics:
 
     def record(self, epoch, iteration, stats, seconds):
         self.pending.append((epoch, iteration, stats, seconds))
+
+    def unread(self):
+        """Flushes; returns the rows not returned by an earlier call (a checkpoint's flush
+        brings rows to the host too)."""
+        self.flush()
+        rows, self.read = self.rows[self.read:], len(self.rows)
+        return rows
 
     def flush(self):
         """Returns the new rows; raises Diverged at the first non-finite one."""
@@ -56,23 +65,6 @@ class Metrics:
             with open(self.path, "a", newline="") as f:
                 f.write(csv_text(new))
         return new
-
-
-def summary_writer():
-    """TensorBoard's SummaryWriter class, or one line that says how to get it."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise UserError("--tensorboard needs the tensorboard package: pip install "
-                        "tensorboard (or drop --tensorboard)") from None
-    return SummaryWriter
-
-
-def log_scalars(writer, rows):
-    for epoch, iteration, loss_d, loss_g, d_x, d_g_z1, d_g_z2, _ in rows:
-        writer.add_scalars("loss", {"D": loss_d, "G": loss_g}, iteration)
-        writer.add_scalars("D_output", {"D(x)": d_x, "D(G(z)) before D step": d_g_z1,
-                                        "D(G(z)) after D step": d_g_z2}, iteration)
 
 
 def _binomial_kernel(channels, scale, device):
@@ -183,28 +175,51 @@ def generated_uint8(netG, noise, batch_size=500):
 EVAL_SAMPLES = 2000  # generated and real images per SWD evaluation (--eval-samples)
 
 
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    """What an evaluation needs, the same in training (--eval-*) and in the evaluate
+    command. samples None: each metric's default."""
+    metrics: tuple = ("swd",)
+    samples: Optional[int] = None
+    seed: int = 999
+    nz: int = 100
+    image_size: int = 64
+    nc: int = 3
+    workers: int = 2
+    cache_dir: Optional[str] = None
+    no_cache: bool = False
+    fid_weights: Optional[str] = None
+
+    @classmethod
+    def of_training(cls, args):
+        return cls(tuple(args.eval_metrics.split(",")), args.eval_samples, args.seed, args.nz,
+                   args.image_size, args.nc, args.workers, args.cache_dir, args.no_cache,
+                   args.fid_weights)
+
+
 class SWDEvaluator:
     """SWD of G's images against a fixed set of real ones (held-out, or training images),
     beside the real-vs-real floor (a disjoint set of training images against the same set).
     It draws from generators of its own: evaluation changes no training number."""
 
-    def __init__(self, images, pixels, held_out, args, device, log=print):
-        self.nz, self.device, self.seed, self.log = args.nz, device, args.seed, log
-        order = torch.randperm(len(images) if pixels is None else len(pixels),
-                               generator=torch.Generator().manual_seed(args.seed))
+    def __init__(self, images, pixels, held_out, settings, device, log=print):
+        self.device, self.seed, self.log = device, settings.seed, log
+        def seeded():  # a generator of its own: evaluation draws nothing from training's
+            return torch.Generator().manual_seed(settings.seed)
+        order = torch.randperm(image_count(images, pixels), generator=seeded())
         if held_out is not None:
-            n = min(args.eval_samples or EVAL_SAMPLES, len(held_out), len(order))
-            held_order = torch.randperm(len(held_out), generator=torch.Generator().manual_seed(args.seed))
-            self.real = real_uint8(held_out, None, held_order[:n].tolist(), args.workers)
-            other = real_uint8(images, pixels, order[:len(self.real)].tolist(), args.workers)
+            n = min(settings.samples or EVAL_SAMPLES, len(held_out), len(order))
+            held_order = torch.randperm(len(held_out), generator=seeded())
+            self.real = real_uint8(held_out, None, held_order[:n].tolist(), settings.workers)
+            other = real_uint8(images, pixels, order[:len(self.real)].tolist(), settings.workers)
         else:
-            n = min(args.eval_samples or EVAL_SAMPLES, len(order) // 2)
-            self.real = real_uint8(images, pixels, order[:n].tolist(), args.workers)
-            other = real_uint8(images, pixels, order[n:2 * n].tolist(), args.workers)
+            n = min(settings.samples or EVAL_SAMPLES, len(order) // 2)
+            self.real = real_uint8(images, pixels, order[:n].tolist(), settings.workers)
+            other = real_uint8(images, pixels, order[n:2 * n].tolist(), settings.workers)
         n = min(len(self.real), len(other))
         self.real, other = self.real[:n], other[:n]
-        self.noise = torch.randn(n, self.nz, 1, 1, generator=torch.Generator().manual_seed(args.seed))
-        self.floor = swd(self.real.to(device), other.to(device), seed=args.seed)
+        self.noise = torch.randn(n, settings.nz, 1, 1, generator=seeded())
+        self.floor = swd(self.real.to(device), other.to(device), seed=settings.seed)
         log(f"SWD x1e3 floor (real vs real, {n} vs {n} images): {format_swd(self.floor)}")
 
     def measure(self, netG, iteration):
@@ -238,7 +253,7 @@ EVAL_CURVES = (  # eval.csv column, its floor, the figure's title and file
 
 def save_eval_curves(evals, outdir, new_figure):
     """swd.png and fid.png: each measured metric over the run, beside its floor, drawn
-    on part I's new_figure."""
+    on dcgan.py's new_figure."""
     for key, floor, title, name in EVAL_CURVES:
         points = [(e["iteration"], e[key]) for e in evals if e.get(key, "") != ""]
         if not points:

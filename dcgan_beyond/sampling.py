@@ -1,5 +1,4 @@
 """The generate and evaluate commands: images and measurements from a trained generator."""
-import argparse
 import math
 import os
 
@@ -7,11 +6,12 @@ import torch
 import torchvision.utils as vutils
 
 from .checkpoints import generator_from_checkpoint
-from .data import load_pixel_cache, open_eval_images
+from .data import load_pixel_cache, open_eval_images, open_images, pixel_transform
 from .devices import pick_device
-from .fidelity import evaluators, measure_all
+from .fidelity import evaluators, inception_weights, measure_all, needs_inception
 from .files import save_grid, writable_folder
-from .metrics import generated_uint8
+from .metrics import EvalSettings, generated_uint8
+
 
 
 def slerp(a, b, t):
@@ -61,24 +61,36 @@ def generate(args, Generator):
     return 0
 
 
-def evaluate(args, tutorial):
+def evaluation_settings(args, config, netG, inputs):
+    """evaluate's settings: each flag given here, else the training run's (config), else
+    the tutorial's `inputs`; the image's shape is the generator's."""
+    def chosen(given, name, default=None):
+        return given if given is not None else config.get(name, default)
+    return EvalSettings(metrics=tuple(args.metrics.split(",")),
+                        samples=chosen(args.eval_samples, "eval_samples"),
+                        seed=chosen(args.seed, "seed", inputs["seed"]), nz=netG.nz,
+                        image_size=netG.image_size, nc=netG.nc, workers=args.workers,
+                        cache_dir=chosen(args.cache_dir, "cache_dir"),
+                        fid_weights=args.fid_weights)
+
+
+def evaluate(args, Generator, inputs):
     """The evaluate command: --metrics (SWD, FID, KID) of a finished model, as training
-    computes them."""
+    computes them. `inputs`: the tutorial's, for a bare netG.pt that has no configuration.
+    The Inception weights are checked before any image is read."""
     device = pick_device(args.device)
-    netG, config = generator_from_checkpoint(args.checkpoint, device, tutorial.Generator)
-    given = {k: getattr(args, k) for k in ("dataroot", "eval_dataroot", "eval_samples",
-                                            "seed", "cache_dir") if getattr(args, k) is not None}
-    # the flags given here, else the training run's, else training's defaults
-    defaults = dict(dataroot=tutorial.inputs["dataroot"], eval_dataroot=None,
-                    eval_samples=None, seed=tutorial.inputs["seed"], cache_dir=None)
-    cfg = argparse.Namespace(**defaults)
-    vars(cfg).update({k: v for k, v in config.items() if k in defaults}, **given)
-    vars(cfg).update(workers=args.workers, nz=netG.nz, nc=netG.nc, image_size=netG.image_size,
-                     metrics=args.metrics, fid_weights=args.fid_weights)
-    images = tutorial.make_dataset(cfg.dataroot, cfg.image_size, cfg.nc)
-    held_out = open_eval_images(cfg, images, tutorial.make_dataset)
-    pixels = load_pixel_cache(images, cfg.image_size, cfg.nc, cfg.cache_dir, cfg.workers)
-    row = measure_all(evaluators(images, pixels, held_out, cfg, device), netG, "final")
+    netG, config = generator_from_checkpoint(args.checkpoint, device, Generator)
+    settings = evaluation_settings(args, config, netG, inputs)
+    if needs_inception(settings.metrics):
+        inception_weights(settings.fid_weights)
+    transform = pixel_transform(settings.image_size)
+    images = open_images(args.dataroot or config.get("dataroot", inputs["dataroot"]), transform,
+                         settings.nc)
+    eval_dataroot = args.eval_dataroot or config.get("eval_dataroot")
+    held_out = open_eval_images(eval_dataroot, images)
+    pixels = load_pixel_cache(images, settings.image_size, settings.nc, settings.cache_dir,
+                              settings.workers)
+    row = measure_all(evaluators(images, pixels, held_out, settings, device), netG, "final")
     if "swd_avg" in row:
         print(f"swd_avg {row['swd_avg']:.2f} (floor {row['floor_avg']:.2f})")
     for key in ("fid", "kid"):

@@ -6,6 +6,8 @@ import sys
 import torch
 import torch.distributed as dist
 
+from .devices import finish_distributed
+
 
 # Ctrl-C, kill, a closed terminal, SLURM's warning before its time limit (--signal): each
 # writes a checkpoint and ends the run (the last two do not exist on Windows).
@@ -14,6 +16,7 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SI
 
 
 FAILURE_STOP = 256  # what StopRequest holds instead of a signal's number: --on-failure stop
+FAILURE_EXIT = 3  # --on-failure stop: the exit status
 
 
 class StopRequest:
@@ -22,16 +25,17 @@ class StopRequest:
     iteration without waiting: each vote is summed (on Gloo, on the CPU) while the next
     iteration runs, so every rank stops after the same iteration, one after the signal."""
 
-    def __init__(self, proc):
-        self.proc, self.signum, self.stopping, self.saving = proc, None, False, False
+    def __init__(self, process):
+        self.process, self.signum, self.stopping, self.saving = process, None, False, False
+        self.failure = None  # the health warning that stops the run (--on-failure stop)
         self.group = self.vote = self.counting = None
-        if proc.world_size > 1:  # a CPU group even beside NCCL: a vote never syncs the GPU
-            self.group = dist.new_group(backend="gloo") if proc.device.type == "cuda" else None
+        if process.world_size > 1:  # a CPU group even beside NCCL: a vote never syncs the GPU
+            self.group = dist.new_group(backend="gloo") if process.device.type == "cuda" else None
 
     def requested(self):
         """True (and `stopping` set) once this process, or under torchrun any rank, got a
         stop signal."""
-        if self.proc.world_size == 1:
+        if self.process.world_size == 1:
             self.stopping = self.signum is not None
             return self.stopping
         if self.counting is not None:  # the last iteration's vote, summed meanwhile
@@ -46,9 +50,24 @@ class StopRequest:
             self.counting = None
         return self.stopping
 
-    def stop_for_failure(self):
+    def stop_for_failure(self, event):
         """--on-failure stop: the run stops after this iteration, as on a signal."""
-        self.signum = self.signum or FAILURE_STOP
+        self.signum, self.failure = self.signum or FAILURE_STOP, event
+
+    def report(self, args, iteration, checkpoint_file):
+        """After the stop: says why and how to resume; returns the exit status, 128 + the
+        signal's number (or FAILURE_EXIT). `iteration`: the next one."""
+        if self.signum == FAILURE_STOP:
+            seen = ("its fixed-noise grid was made" if self.failure["signal"] == "g_collapsed"
+                    else "its statistics reached the host, every --log-every batches")
+            how = (f"after iteration {iteration - 1}: the run is failing (--on-failure stop: "
+                   f"warned at iteration {self.failure['iteration']}, seen when {seen})")
+        else:
+            how = f"by {signal.Signals(self.signum).name} after iteration {iteration - 1}"
+        self.process.log(f"Stopped {how}; checkpoint written to {checkpoint_file}. Resume "
+                      f"with: python dcgan.py --resume {checkpoint_file}")
+        finish_distributed(self.process)
+        return FAILURE_EXIT if self.signum == FAILURE_STOP else 128 + self.signum
 
     @contextlib.contextmanager
     def deferred(self):
@@ -100,3 +119,11 @@ class Diverged(Exception):
     def __init__(self, iteration=None):
         super().__init__(iteration)
         self.iteration = iteration
+
+
+def check_finite(*networks):
+    """Raises Diverged if a weight of the networks is NaN or infinite: after an error in
+    the step, the numbers tell a diverged run from a bug."""
+    for network in networks:
+        if not all(torch.isfinite(p).all() for p in network.parameters()):
+            raise Diverged() from None

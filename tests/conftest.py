@@ -1,28 +1,11 @@
 """Shared fixtures: folders of random JPEGs made in a temporary folder, and a tiny
 configuration that trains in about a second on the CPU."""
-import csv
-import os
 import subprocess
 
-import numpy as np
 import pytest
-import torch
-from PIL import Image
 
 import dcgan
-
-
-def make_images(folder, count, size=(44, 52), seed=0, mode="RGB"):
-    """count random images of size (width, height) as JPEGs in folder."""
-    os.makedirs(folder, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    channels = {"RGB": 3, "RGBA": 4}.get(mode)
-    for k in range(count):
-        shape = (size[1], size[0], channels) if channels else (size[1], size[0])
-        image = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode)
-        ext = "png" if mode == "RGBA" else "jpg"
-        image.save(os.path.join(folder, f"{k:06d}.{ext}"))
-    return folder
+from helpers import make_images, tiny_argv
 
 
 @pytest.fixture(scope="session")
@@ -31,14 +14,6 @@ def faces(tmp_path_factory):
     root = tmp_path_factory.mktemp("celeba")
     make_images(root / "img_align_celeba", 20)
     return str(root)
-
-
-def tiny_argv(dataroot, outdir, cache_dir, *extra):
-    """argv of a tiny run: 32 px, narrow networks, batch 8 (3 batches of the 20 test
-    images an epoch), 2 epochs; extra flags are appended."""
-    return ["--dataroot", str(dataroot), "--outdir", str(outdir), "--cache-dir", str(cache_dir),
-            "--image-size", "32", "--nz", "8", "--ngf", "4", "--ndf", "4", "--batch-size", "8",
-            "--num-epochs", "2", "--log-every", "2", "--sample-every", "4", "--workers", "0", *extra]
 
 
 @pytest.fixture
@@ -62,33 +37,6 @@ def finished_run(tmp_path_factory, faces):
             done[extra] = outdir
         return done[extra]
     return folder
-
-
-def read_metrics(path, with_seconds=False):
-    """metrics.csv as a list of dicts of floats (without the wall-clock column)."""
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    return [{k: float(v) for k, v in row.items() if with_seconds or k != "seconds"}
-            for row in rows]
-
-
-def run(argv, capsys=None):
-    """dcgan.main in this process; returns (status, stdout, stderr) when capsys is given."""
-    status = dcgan.main(argv)
-    if capsys is None:
-        return status
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
-
-
-def tiny_models(seed=0):
-    """A 32 px Generator and Discriminator, 4 feature maps wide, initialised as training does."""
-    torch.manual_seed(seed)
-    netG = dcgan.Generator(nz=8, ngf=4, image_size=32)
-    netD = dcgan.Discriminator(ndf=4, image_size=32)
-    netG.apply(dcgan.weights_init)
-    netD.apply(dcgan.weights_init)
-    return netG, netD
 
 
 @pytest.fixture

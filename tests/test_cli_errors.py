@@ -1,24 +1,17 @@
 """Bad input: one line that names the problem and the fix, exit status 2, no traceback,
 and nothing earlier destroyed."""
-import re
+import json
+import os
+import time
 
 import pytest
+import torch
 
 import dcgan
 from dcgan_beyond import cli
-from conftest import run
+from helpers import DCGAN, make_images, one_error_line, run, tiny_argv, torchrun
 
 CELEBA_HINT = "get CelebA's img_align_celeba.zip from the official site"
-
-
-def one_error_line(err):
-    """The one error line of stderr (progress lines of the run before it aside)."""
-    progress = re.compile(r"^epoch \d+/\d+: \d+ iterations in ")
-    lines = [line for line in err.splitlines() if line.strip() and not progress.match(line)]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("dcgan.py: error: ")
-    assert "Traceback" not in err
-    return lines[0][len("dcgan.py: error: "):]
 
 
 def test_missing_dataroot(tiny, tmp_path, capsys):
@@ -156,3 +149,101 @@ def test_flags_with_what_they_need_give_no_note(tiny, capsys):
     status, out, err = run(tiny("out", "--ema", "0.9", "--ema-rampup", "0.1", "--max-iters", "1"), capsys)
     assert status == 0, err
     assert "note: --" not in out
+
+
+def test_a_checkpoint_without_its_fields_and_a_text_file(tiny, tmp_path, capsys):
+    assert run(tiny("out", "--max-iters", "1")) == 0
+    path = tmp_path / "out" / "checkpoint.pt"
+    checkpoint = torch.load(path, weights_only=True)
+    for key in ("ema", "config", "rng"):
+        del checkpoint[key]
+    torch.save(checkpoint, path)
+    status, out, err = run(["--resume", str(path)], capsys)
+    assert status == 2 and one_error_line(err) == (
+        f"--resume {path}: a damaged checkpoint: it lacks config, ema, rng; use an intact copy")
+    text = tmp_path / "five.pt"
+    text.write_text("hello")
+    status, out, err = run(["generate", "--checkpoint", str(text)], capsys)
+    assert status == 2 and one_error_line(err).startswith(
+        f"--checkpoint {text}: cannot be read: truncated or corrupt (")
+
+
+def test_generate_into_a_folder_it_cannot_write(tiny, tmp_path, capsys):
+    assert run(tiny("out", "--max-iters", "1")) == 0
+    status, out, err = run(["generate", "--checkpoint", str(tmp_path / "out" / "netG.pt"),
+                            "--outdir", "/proc"], capsys)
+    assert status == 2
+    assert one_error_line(err).startswith("--outdir /proc: cannot write there (")
+
+
+@pytest.mark.parametrize("value", [str(2 ** 64), str(2 ** 63), "-1"])
+def test_a_seed_out_of_range_is_refused_before_anything_is_made(tiny, tmp_path, capsys, value):
+    status, out, err = run(tiny("out", "--seed", value), capsys)
+    assert status == 2
+    assert one_error_line(err) == (f"argument --seed: must be a whole number from 0 to "
+                                   f"{2 ** 63 - 1}, not {value} (see dcgan.py --help)")
+    assert not (tmp_path / "out").exists()
+
+
+def test_swd_on_one_image_is_refused(tiny, tmp_path, capsys):
+    root = make_images(tmp_path / "one" / "img_align_celeba", 1)
+    status, out, err = run(tiny("out", "--eval-every", "1", dataroot=str(root.parent)), capsys)
+    assert status == 2
+    assert one_error_line(err) == (f"--eval-every: SWD needs at least 2 training images (a set "
+                                   f"to compare with and a set for the floor), and "
+                                   f"{root.parent} has 1; add images, or give --eval-dataroot")
+    assert not (tmp_path / "out").exists()
+    assert run(tiny("plain", "--max-iters", "1", dataroot=str(root.parent))) == 0
+    status, out, err = run(["evaluate", "--checkpoint", str(tmp_path / "plain" / "checkpoint.pt")], capsys)
+    assert status == 2 and one_error_line(err).startswith("--eval-every: SWD needs at least 2")
+
+
+def test_the_cheap_checks_come_before_any_download(tiny, tmp_path, capsys, monkeypatch):
+    """A run that would be refused for its size is refused before CelebA is fetched."""
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # were it tried: no network
+    status, out, err = run(tiny("out", "--download", "--image-size", "4096",
+                                dataroot=str(tmp_path / "celeba")), capsys)
+    assert status == 2
+    assert one_error_line(err).startswith("--image-size 4096: one training step would need about ")
+    assert not (tmp_path / "celeba").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_huge_image_size_is_refused_before_anything_is_built(tiny, tmp_path, capsys):
+    start_time = time.time()
+    status, out, err = run(tiny("out", "--image-size", "4096"), capsys)
+    assert status == 2 and time.time() - start_time < 30
+    message = one_error_line(err)
+    assert message.startswith("--image-size 4096: one training step would need about ")
+    assert message.endswith("; use a smaller --image-size, --batch-size, --ngf or --ndf")
+    # the same at the tutorial's widths (and the tiny run's nz 8): 23 billion weights
+    status, out, err = run(tiny("out", "--image-size", "4096", "--ngf", "64", "--ndf", "64"), capsys)
+    assert "(22,911 million weights with their gradients and Adam's moments" in one_error_line(err)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_divergence_before_any_checkpoint_says_so(tiny, tmp_path, capsys, monkeypatch):
+    real_step = dcgan.train_step
+    monkeypatch.setattr(dcgan, "train_step", lambda *a, **k: real_step(*a, **k) * float("nan"))
+    status, out, err = run(tiny("out"), capsys)
+    assert status == 2
+    assert one_error_line(err) == ("training diverged at iteration 0: a loss or D output became "
+                                   "NaN or infinite; no checkpoint was written before it; start "
+                                   "again with a lower --lr")
+
+
+def test_too_many_workers_are_capped_with_a_note(tiny, tmp_path, capsys):
+    usable = len(os.sched_getaffinity(0))
+    status, out, err = run(tiny("out", "--workers", "1000", "--max-iters", "1", "--no-cache"), capsys)
+    assert status == 0, err
+    assert (f"note: --workers 1000 is more than the {usable} CPU cores here can use; "
+            f"decoding with {usable}") in out
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["workers"] == usable
+
+
+def test_under_torchrun_a_bad_flag_is_said_once(faces, tmp_path):
+    result = torchrun(DCGAN, *tiny_argv(faces, tmp_path / "out", tmp_path / "cache",
+                                        "--batch-size", "7"))
+    assert result.returncode != 0
+    line = ("dcgan.py: error: --batch-size 7 cannot be split evenly over 2 processes; use a "
+            "multiple of 2")
+    assert result.stderr.count(line) == 1, result.stderr[-2000:]

@@ -1,7 +1,5 @@
 """torchrun: two CPU processes with Gloo train one model; outputs are written once."""
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -10,18 +8,8 @@ import torch.optim as optim
 
 import dcgan
 from dcgan_beyond import cli, devices
-from conftest import read_metrics, tiny_argv, tiny_models
-from ddp_probe import fixed_batch
+from helpers import DCGAN, FIXTURES, fixed_batch, read_metrics, tiny_argv, tiny_models, torchrun
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def torchrun(*argv, nproc=2, timeout=240):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(HERE), HERE]),
-               OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           f"--nproc_per_node={nproc}", *argv], env=env, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +17,7 @@ def two_rank_run(tmp_path_factory, faces):
     """A tiny run by 2 Gloo processes; the probe keeps each rank's final weights."""
     root = tmp_path_factory.mktemp("ddp")
     (root / "probe").mkdir()
-    result = torchrun(os.path.join(HERE, "ddp_probe.py"), "train", str(root / "probe"),
+    result = torchrun(os.path.join(FIXTURES, "ddp_probe.py"), "train", str(root / "probe"),
                       *tiny_argv(faces, root / "out", root / "cache"))
     assert result.returncode == 0, result.stderr[-3000:]
     return root, result
@@ -62,7 +50,7 @@ def test_every_rank_resumes_from_the_same_checkpoint(two_rank_run, faces, tmp_pa
     """A torchrun run stopped after 2 iterations and resumed by torchrun ends with the
     weights of the run done in one go (each rank's random streams are in the checkpoint)."""
     root, _ = two_rank_run
-    dcgan_py = os.path.join(os.path.dirname(HERE), "dcgan.py")
+    dcgan_py = DCGAN
     parts = tmp_path / "parts"
     argv = tiny_argv(faces, parts, tmp_path / "cache", "--max-iters", "2")
     assert torchrun(dcgan_py, *argv).returncode == 0
@@ -105,7 +93,7 @@ def per_half_d_update(bn_per_half):
 
 
 def test_two_ranks_make_the_one_process_d_update_up_to_batchnorm_statistics(tmp_path):
-    result = torchrun(os.path.join(HERE, "ddp_probe.py"), "d_update", str(tmp_path),
+    result = torchrun(os.path.join(FIXTURES, "ddp_probe.py"), "d_update", str(tmp_path),
                       "--device", "cpu")
     assert result.returncode == 0, result.stderr[-3000:]
     ddp = torch.load(tmp_path / "d_update.pt", weights_only=True)
@@ -119,7 +107,7 @@ def test_two_ranks_make_the_one_process_d_update_up_to_batchnorm_statistics(tmp_
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="SyncBatchNorm needs 2 CUDA GPUs")
 def test_sync_bn_makes_the_one_process_d_update_on_two_gpus(tmp_path):
-    result = torchrun(os.path.join(HERE, "ddp_probe.py"), "d_update", str(tmp_path),
+    result = torchrun(os.path.join(FIXTURES, "ddp_probe.py"), "d_update", str(tmp_path),
                       "--sync-bn")
     assert result.returncode == 0, result.stderr[-3000:]
     ddp = torch.load(tmp_path / "d_update.pt", weights_only=True)

@@ -15,11 +15,8 @@ import pytest
 
 import dcgan
 from dcgan_beyond import download, files
-from conftest import make_images, run, tiny_argv
-from fake_hub import COMMIT, FakeHub
-from test_cli_errors import one_error_line
-from test_distributed import torchrun
-from test_faults import start, wait_for
+from helpers import make_images, one_error_line, run, start, tiny_argv, torchrun, wait_for
+from fixtures.fake_hub import COMMIT, FakeHub
 
 
 def celeba_zip(folder, count=20, size=(44, 52)):

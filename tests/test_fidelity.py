@@ -1,6 +1,5 @@
 """FID and KID through torch-fidelity, with its Inception network built from random
 weights (saved to a file and given as --fid-weights): no network, no download."""
-import argparse
 import csv
 import math
 import os
@@ -11,11 +10,8 @@ import pytest
 import torch
 import torch_fidelity.feature_extractor_inceptionv3 as inception
 
-import dcgan
-from dcgan_beyond import fidelity
-from conftest import run
-from test_cli_errors import one_error_line
-from test_resume import RunsCode, assert_same_run, interrupt_at
+from dcgan_beyond import fidelity, metrics
+from helpers import RunsCode, assert_same_run, interrupt_at, one_error_line, run
 
 CPU = torch.device("cpu")
 
@@ -53,9 +49,9 @@ def test_other_inception_weights_never_meet_cached_real_statistics(inception_fil
     real = images(6, 0)
 
     def floor(weights, cache):
-        args = argparse.Namespace(seed=0, fid_weights=weights, eval_samples=None,
-                                  cache_dir=str(cache))
-        return fidelity.FidelityEvaluator(real, "faces", ("fid",), args, CPU,
+        settings = metrics.EvalSettings(metrics=("fid",), seed=0, fid_weights=weights,
+                                        cache_dir=str(cache))
+        return fidelity.FidelityEvaluator(real, "faces", settings, CPU,
                                           log=lambda *a: None).floor["fid"]
 
     first = floor(inception_file, tmp_path / "shared")

@@ -6,8 +6,8 @@ import torch
 import torchvision.utils as vutils
 
 import dcgan
-from dcgan_beyond import cli, health
-from conftest import run
+from dcgan_beyond import cli, health, stopping
+from helpers import run
 
 
 def monitor(**flags):
@@ -91,7 +91,7 @@ def test_lr_1e9_warns_once_and_records_it(tiny, tmp_path, capsys):
 
 def test_on_failure_stop_exits_3_with_a_checkpoint_that_resumes(tiny, tmp_path, capsys):
     status, out, err = run(tiny("stop", "--lr", "1e9", "--num-epochs", "25", "--on-failure", "stop"), capsys)
-    assert status == health.FAILURE_EXIT == 3
+    assert status == stopping.FAILURE_EXIT == 3
     stopped_at = int(out.split("Stopped after iteration ")[1].split(":")[0])
     warned_at = int(out.split("warning: iteration ")[1].split(":")[0])
     # the losses reach the host every --log-every (here 2) batches: the stop comes at that flush

@@ -11,10 +11,8 @@ import torch.nn as nn
 from PIL import Image
 
 import dcgan
-from dcgan_beyond import better_faces, cli, ema
-from conftest import read_metrics, run, tiny_models
-from test_cli_errors import one_error_line
-from test_resume import assert_same_run, interrupt_at
+from dcgan_beyond import cli, ema, techniques
+from helpers import assert_same_run, interrupt_at, one_error_line, read_metrics, run, tiny_models
 
 ALL_FLAGS = ("--diffaug", "--spectral-norm", "--loss", "hinge", "--lr-d", "0.0004",
              "--lr-g", "0.0001", "--ema", "0.9")
@@ -47,7 +45,7 @@ def test_each_flag_trains_and_writes_every_output(tiny, tmp_path, finished_run, 
     given = cli.get_args_parser(dcgan.TUTORIAL_INPUTS).parse_args(list(flags))
     for key in ("diffaug", "spectral_norm", "loss", "lr_d", "lr_g", "ema", "ema_rampup"):
         assert config[key] == saved["config"][key] == getattr(given, key)
-    lr_d, lr_g = better_faces.learning_rates(given)
+    lr_d, lr_g = techniques.learning_rates(given)
     assert saved["optimizerD"]["param_groups"][0]["lr"] == lr_d
     assert saved["optimizerG"]["param_groups"][0]["lr"] == lr_g
     # generate reads the checkpoint, spectral-normed D or not (it needs G alone)
@@ -58,7 +56,7 @@ def test_each_flag_trains_and_writes_every_output(tiny, tmp_path, finished_run, 
 
 
 def test_diffaug_with_every_augmentation_off_gives_the_default_numbers(tiny, tmp_path, finished_run):
-    assert better_faces.DiffAugment("none").policy == []
+    assert techniques.DiffAugment("none").policy == []
     assert run(tiny("none", "--diffaug", "none")) == 0
     assert_same_run(finished_run(), tmp_path / "none")
 
@@ -66,19 +64,19 @@ def test_diffaug_with_every_augmentation_off_gives_the_default_numbers(tiny, tmp
 def test_diffaug_operations_move_cut_and_recolour_and_let_gradients_through():
     torch.manual_seed(0)
     x = torch.rand(16, 3, 32, 32) * 2 - 1
-    moved = better_faces.DiffAugment.translation(x)
+    moved = techniques.DiffAugment.translation(x)
     for image, out in zip(x, moved):  # a shift by (dy, dx) of at most 4 pixels; zeros come in
         found = [(dy, dx) for dy in range(-4, 5) for dx in range(-4, 5)
                  if torch.equal(out, shifted(image, dy, dx))]
         assert len(found) == 1
-    cut = better_faces.DiffAugment.cutout(x)
+    cut = techniques.DiffAugment.cutout(x)
     zeros = (cut == 0).all(dim=1).sum(dim=(1, 2))  # a 16 x 16 square, partly outside at most
     assert ((zeros > 0) & (zeros <= 256)).all() and (zeros == 256).any()
     assert torch.equal(cut[cut != 0], x[cut != 0])
-    coloured = better_faces.DiffAugment.color(x)
+    coloured = techniques.DiffAugment.color(x)
     assert coloured.shape == x.shape and not torch.allclose(coloured, x)
     fake = x.clone().requires_grad_(True)
-    better_faces.DiffAugment("color,translation,cutout")(fake).sum().backward()
+    techniques.DiffAugment("color,translation,cutout")(fake).sum().backward()
     assert fake.grad is not None and fake.grad.abs().sum() > 0
 
 
@@ -94,7 +92,7 @@ def shifted(image, dy, dx):
 def test_hinge_and_bce_give_the_known_values_on_hand_made_logits():
     logits = torch.tensor([2.0, -0.5, 0.3, 0.0])
     real, fake = torch.ones(4), torch.zeros(4)
-    hinge = better_faces.HingeLoss()
+    hinge = techniques.HingeLoss()
     # real: relu(1 - D(x)) = 0, 1.5, 0.7, 1; fake: relu(1 + D(G(z))) = 3, 0.5, 1.3, 1
     assert hinge(logits, real).item() == pytest.approx((0 + 1.5 + 0.7 + 1) / 4)
     assert hinge(logits, fake).item() == pytest.approx((3 + 0.5 + 1.3 + 1) / 4)
@@ -105,13 +103,13 @@ def test_hinge_and_bce_give_the_known_values_on_hand_made_logits():
     assert nn.BCELoss()(logits.sigmoid(), real).item() == pytest.approx(expected_real, rel=1e-6)
     assert nn.BCEWithLogitsLoss()(logits, fake).item() == pytest.approx(expected_fake, rel=1e-6)
     args = cli.get_args_parser(dcgan.TUTORIAL_INPUTS).parse_args(["--loss", "hinge"])
-    assert better_faces.d_returns_logits(args)
+    assert techniques.d_returns_logits(args)
 
 
 def test_spectral_norm_keeps_ds_largest_singular_value_near_1(tiny, tmp_path):
     assert run(tiny("sn", "--spectral-norm", "--num-epochs", "4")) == 0
     netD = dcgan.Discriminator(ndf=4, image_size=32)
-    better_faces.apply_spectral_norm(netD)
+    techniques.spectral_norm(netD)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in netD.modules())
     netD.load_state_dict(torch.load(tmp_path / "sn" / "netD.pt", weights_only=True))
     convs = [m for m in netD.modules() if isinstance(m, nn.Conv2d)]

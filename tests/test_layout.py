@@ -40,8 +40,9 @@ def test_the_package_never_imports_dcgan():
 
 
 # The package's modules from the foundations up, as its docstring and the README list them
-ORDER = ["errors", "files", "devices", "stopping", "data", "download", "ema", "better_faces",
-         "checkpoints", "metrics", "fidelity", "health", "run", "sampling", "cli"]
+ORDER = ["errors", "files", "devices", "stopping", "data", "download", "ema", "techniques",
+         "checkpoints", "tensorboard_log", "metrics", "fidelity", "health", "progress", "outdir",
+         "inputs", "sampling", "cli"]
 
 
 def test_each_module_imports_only_those_before_it():
@@ -86,3 +87,38 @@ def test_importing_dcgan_and_its_help_load_no_optional_library():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+TESTS = os.path.join(ROOT, "tests")
+
+
+def python_files(folder):
+    return [os.path.join(dirpath, name) for dirpath, _, names in os.walk(folder)
+            for name in names if name.endswith(".py")]
+
+
+def test_no_test_module_imports_another_and_nothing_edits_sys_path():
+    """Shared helpers live in tests/helpers.py and conftest.py's fixtures; pytest's
+    pythonpath setting, not sys.path edits, makes the project importable."""
+    tests = {name[:-3] for name in os.listdir(TESTS) if name.startswith("test_")}
+    for path in python_files(TESTS) + [os.path.join(ROOT, "bench.py")]:
+        with open(path) as f:
+            source = f.read()
+        tree = ast.parse(source)
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names}
+        imported |= {node.module for node in ast.walk(tree)
+                     if isinstance(node, ast.ImportFrom) and node.module}
+        assert not imported & (tests | {"conftest"}), path
+        assert not [node for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+                    and node.attr == "path" and getattr(node.value, "id", None) == "sys"], path
+
+
+def test_tests_holds_only_tests_their_fixtures_and_the_specification():
+    """Programs that are not tests (the GPU check, bench.py) live outside tests/; the
+    tutorial's reference code stays there as the specification."""
+    names = sorted(os.listdir(TESTS))
+    others = [name for name in names if name.endswith(".py") and not name.startswith("test_")]
+    assert others == ["conftest.py", "helpers.py", "tutorial_reference.py"]
+    assert sorted(n for n in os.listdir(os.path.join(TESTS, "fixtures")) if n.endswith(".py")) == [
+        "ddp_probe.py", "fake_hub.py"]

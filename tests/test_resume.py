@@ -7,42 +7,16 @@ import subprocess
 import sys
 import time
 
+from PIL import Image
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import dcgan
 from dcgan_beyond import devices, sampling
-from conftest import read_metrics, run
-from test_cli_errors import one_error_line
+from helpers import (RunsCode, assert_same_run, interrupt_at, make_images, one_error_line,
+                     read_metrics, run)
 
-FIGURES = ["training_images.png", "loss_curve.png", "real_vs_fake.png", "progress.gif"]
-
-
-def assert_same_run(a, b):
-    """Two output folders hold bit-identical weights, metrics (but for wall-clock
-    seconds), fixed-noise grids and figures."""
-    for name in ("netG.pt", "netD.pt"):
-        sa, sb = (torch.load(d / name, weights_only=True) for d in (a, b))
-        assert sa.keys() == sb.keys()
-        assert all(torch.equal(sa[k], sb[k]) for k in sa), name
-    assert read_metrics(a / "metrics.csv") == read_metrics(b / "metrics.csv")
-    assert sorted(os.listdir(a / "progress")) == sorted(os.listdir(b / "progress"))
-    for name in FIGURES + [os.path.join("progress", f) for f in os.listdir(a / "progress")]:
-        assert (a / name).read_bytes() == (b / name).read_bytes(), name
-
-
-def interrupt_at(monkeypatch, iteration, signum=signal.SIGINT):
-    """Sends this process a signal during the given iteration (0-based), as Ctrl-C would."""
-    real_step, calls = dcgan.train_step, []
-
-    def step(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == iteration + 1:
-            os.kill(os.getpid(), signum)
-        return real_step(*args, **kwargs)
-    monkeypatch.setattr(dcgan, "train_step", step)
 
 
 @pytest.mark.parametrize("stop_after, flags", [
@@ -151,15 +125,6 @@ def test_a_crash_while_saving_leaves_the_last_checkpoint_intact(tiny, tmp_path, 
                                    "previous checkpoint is intact; free some space and resume")
     assert path.read_bytes() == before
     assert [f for f in os.listdir(tmp_path / "out") if f.endswith(".tmp")] == []
-
-
-class RunsCode:
-    """Unpickling this would run a shell command."""
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 def test_a_checkpoint_that_would_run_code_is_refused_not_run(tmp_path, capsys):
@@ -353,3 +318,45 @@ def test_fast_says_its_choice_and_a_resume_keeps_it_and_repeats_the_run(tiny, tm
     config = torch.load(tmp_path / "parts" / "checkpoint.pt", weights_only=True)["config"]
     assert config["fast"] and all(config[flag] for flag in chosen)
     assert_same_run(tmp_path / "whole", tmp_path / "parts")
+
+
+def test_resume_refuses_changed_images_unless_allowed(tmp_path, tiny, capsys):
+    root = tmp_path / "data"
+    make_images(root / "img_align_celeba", 16)
+    assert run(tiny("out", "--max-iters", "2", dataroot=str(root))) == 0
+    config = (tmp_path / "out" / "config.json").read_bytes()
+    make_images(root / "img_align_celeba", 1, seed=5)  # 000000.jpg edited in place
+    capsys.readouterr()
+    status, out, err = run(["--outdir", str(tmp_path / "out"), "--resume"], capsys)
+    assert status == 2
+    assert one_error_line(err) == (
+        f"--resume {tmp_path / 'out' / 'checkpoint.pt'}: the images in --dataroot {root} "
+        "changed since the checkpoint (as many images, 16, but a name, a size or a "
+        "modification time differs), so the run would not continue as it would have; "
+        "restore them, or give --allow-changed-data to go on with these")
+    os.remove(root / "img_align_celeba" / "000003.jpg")
+    status, out, err = run(["--outdir", str(tmp_path / "out"), "--resume"], capsys)
+    assert "(16 images then, 15 now)" in one_error_line(err)
+    assert (tmp_path / "out" / "config.json").read_bytes() == config
+    status, out, err = run(["--outdir", str(tmp_path / "out"), "--resume",
+                            "--allow-changed-data"], capsys)
+    assert status == 0, err
+    assert ("note: the images changed since the checkpoint (16 images then, 15 now); "
+            "continuing on them, as --allow-changed-data asks") in out
+
+
+@pytest.mark.parametrize("flags", [["--dataroot", "MISSING"],
+                                   ["--eval-every", "2", "--eval-dataroot", "MISSING"],
+                                   ["--image-size", "4096"],
+                                   ["--num-epochs", "7", "--cache-dir", "FILE/sub"]])
+def test_a_failed_resume_writes_nothing(tiny, tmp_path, capsys, flags):
+    assert run(tiny("out", "--max-iters", "2")) == 0
+    outdir = tmp_path / "out"
+    before = {f: (outdir / f).read_bytes() for f in os.listdir(outdir) if (outdir / f).is_file()}
+    (tmp_path / "a-file").write_text("x")
+    flags = [str(tmp_path / "nowhere") if f == "MISSING" else
+             str(tmp_path / "a-file" / "sub") if f == "FILE/sub" else f for f in flags]
+    status, out, err = run(["--outdir", str(outdir), "--resume", *flags], capsys)
+    assert status == 2 and one_error_line(err)
+    after = {f: (outdir / f).read_bytes() for f in os.listdir(outdir) if (outdir / f).is_file()}
+    assert after == before

@@ -10,7 +10,7 @@ from PIL import Image
 
 import dcgan
 from dcgan_beyond import checkpoints, cli, ema, metrics
-from conftest import read_metrics, run
+from helpers import read_metrics, run
 
 
 def smooth_faces(n, seed, size=32):
@@ -115,7 +115,7 @@ def test_evaluate_command_repeats_trainings_last_evaluation(tiny, tmp_path, caps
 
 
 def test_held_out_images_are_the_reference_set(tiny, tmp_path, capsys):
-    from conftest import make_images
+    from helpers import make_images
     held_out = make_images(tmp_path / "held_out" / "img_align_celeba", 6, seed=7)
     status, out, err = run(tiny("out", "--eval-every", "100", "--eval-samples", "50",
                                 "--eval-dataroot", str(held_out.parent)), capsys)
@@ -174,6 +174,6 @@ def test_the_ema_generator_makes_the_grids_the_samples_and_the_swd(tiny, tmp_pat
         last = list(csv.DictReader(f))[-1]
     evaluator_args = cli.get_args_parser(dcgan.TUTORIAL_INPUTS).parse_args(tiny("x", "--eval-samples", "8"))
     images = dcgan.make_dataset(evaluator_args.dataroot, 32, 3)
-    evaluator = metrics.SWDEvaluator(images, None, None, evaluator_args, torch.device("cpu"), log=lambda *a: None)
+    evaluator = metrics.SWDEvaluator(images, None, None, metrics.EvalSettings.of_training(evaluator_args), torch.device("cpu"), log=lambda *a: None)
     assert evaluator.measure(emaG, 2)["swd_avg"] == pytest.approx(float(last["swd_avg"]), rel=1e-6)
     assert evaluator.measure(netG, 2)["swd_avg"] != pytest.approx(float(last["swd_avg"]), rel=1e-6)

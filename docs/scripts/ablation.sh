@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The ablation of docs/better-faces.md: twelve 10-epoch runs on split/train (make it with
 # docs/scripts/split.sh), SWD against split/holdout every 110 iterations, into runs/ablation/.
-# About 25 minutes a run on 2 CPU cores. Then: python docs/scripts/ablation_table.py
+# About 25 minutes a run on 2 CPU cores. Then: python -m docs.scripts.ablation_table
 set -euo pipefail
 for run in "default" "diffaug --diffaug" "ema --ema 0.999" "hinge --loss hinge" \
            "sn --spectral-norm" "ttur --lr-d 0.0004 --lr-g 0.0001" \

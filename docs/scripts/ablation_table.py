@@ -2,7 +2,7 @@
 end per level and on average, and the mean of the average over the run (the area under
 its curve divided by the run's iterations).
 
-    python docs/scripts/ablation_table.py [RUNS_FOLDER]
+    python -m docs.scripts.ablation_table [RUNS_FOLDER]
 """
 import csv
 import glob

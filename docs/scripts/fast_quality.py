@@ -2,15 +2,14 @@
 RUNS/{default,fast}-{999,1}/eval.csv, a table of the average SWD at each evaluation and its
 mean over the run, and the four last fixed-noise grids side by side (OUT_grids.png).
 
-    python docs/scripts/fast_quality.py RUNS OUT.png
+    python -m docs.scripts.fast_quality RUNS OUT.png
 """
 import csv
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-import dcgan  # noqa: E402
-from PIL import Image  # noqa: E402
+import dcgan
+from PIL import Image
 
 RUNS = ("default-999", "default-1", "fast-999", "fast-1")
 

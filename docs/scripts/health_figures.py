@@ -1,7 +1,7 @@
 """The figures of docs/when-a-run-goes-wrong.md: Loss_D, D(G(z)) and the spread of the
 fixed-noise images of a healthy run beside a failing one, and their grids at iteration 160.
 
-    python docs/scripts/health_figures.py HEALTHY_RUN FAILING_RUN OUT_FOLDER DATAROOT
+    python -m docs.scripts.health_figures HEALTHY_RUN FAILING_RUN OUT_FOLDER DATAROOT
 
 Both runs need --sample-every 10 (a grid every 10 iterations) and at least 165 iterations.
 """
@@ -14,9 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-import dcgan  # noqa: E402
-from dcgan_beyond import data, health  # noqa: E402
+import dcgan
+from dcgan_beyond import data, health
 
 SHOWN = 165  # iterations drawn in the loss panels
 

@@ -3,7 +3,7 @@
 unpacked by the program's own unpack step (CRC and JPEG check of every file, then the
 rename into place).
 
-    python docs/scripts/unpack_time.py data/celeba-8k [COUNT]
+    python -m docs.scripts.unpack_time data/celeba-8k [COUNT]
 """
 import os
 import sys
@@ -11,8 +11,7 @@ import tempfile
 import time
 import zipfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from dcgan_beyond import download  # noqa: E402
+from dcgan_beyond import download
 
 
 def main(dataroot, count=202_599):

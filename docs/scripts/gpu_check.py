@@ -4,8 +4,8 @@ with its figures, and INFO lines that assert nothing; the exit status is 1 when 
 failed. On a machine without CUDA every line says "no CUDA device" and it exits 0, so it
 is safe anywhere.
 
-    python tests/gpu_check.py                  # every check
-    python tests/gpu_check.py --only bench     # some of them (names below)
+    python -m docs.scripts.gpu_check                  # every check, from the repository's root
+    python -m docs.scripts.gpu_check --only bench     # some of them (names below)
 
 Checks: devices, tutorial, resume, flags, bench, celeba, adam. Images are random JPEGs
 made in a temporary folder (a CelebA-sized folder is 202,599 links to 8,000 of them).
@@ -20,13 +20,11 @@ import time
 
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path[:0] = [ROOT, HERE]
-import dcgan  # noqa: E402
-from dcgan_beyond import cli, devices  # noqa: E402
-from bench import make_random_jpegs  # noqa: E402
-from tutorial_reference import run_tutorial  # noqa: E402
+import bench
+import dcgan
+from dcgan_beyond import cli, devices
+
+ROOT = os.path.dirname(os.path.abspath(dcgan.__file__))
 
 CHECKS = ("devices", "tutorial", "resume", "flags", "bench", "celeba", "adam")
 # Every flag combination the product offers on CUDA (--amp --compile --channels-last
@@ -102,7 +100,7 @@ def check_tutorial(results, tmp, data):
     status, _, outdir, output = train(tmp, "deterministic", "--deterministic", "--device", "cuda",
                                       "--max-iters", str(iters), dataroot=data)
     devices.configure_determinism(True, torch.device("cuda"))
-    expected = [list(row) for row in run_tutorial(data, iters, workers=2, device="cuda")[0]]
+    expected = [list(row) for row in bench.tutorial_reference().run_tutorial(data, iters, workers=2, device="cuda")[0]]
     got = metrics(outdir) if status == 0 else []
     equal = sum(a == b for a, b in zip(got, expected))
     first = next((k for k, (a, b) in enumerate(zip(got, expected)) if a != b), None)
@@ -135,17 +133,16 @@ def check_flags(results, tmp, data):
                f"{seconds:.1f} s with start-up" + ("" if ok else f"; {output.strip()[-300:]}"))
     # The combination that crashed under torch 2.11, without the fallback: still broken here?
     args = cli.get_args_parser(dcgan.TUTORIAL_INPUTS).parse_args(["--amp", "--compile", "--channels-last"])
-    proc = devices.Process(device=torch.device("cuda", 0))
+    process = devices.Process(device=torch.device("cuda", 0))
     try:
-        netG, netD = dcgan.build_models(args, proc.device)
-        state = dcgan.loss_and_optimizers(args, netG, netD, proc.device, logits=True)
-        trainG = devices.prepare_for_training(netG, args, proc)
-        trainD = devices.prepare_for_training(netD, args, proc, logits=True)
-        real = torch.randn(128, 3, 64, 64, device=proc.device).contiguous(
+        netG, netD = dcgan.build_models(args, process.device)
+        state = dcgan.loss_and_optimizers(args, netG, netD, process.device, logits=True)
+        state.wrappedG = devices.prepare_for_training(netG, args, process)
+        state.wrappedD = devices.prepare_for_training(netD, args, process, logits=True)
+        real = torch.randn(128, 3, 64, 64, device=process.device).contiguous(
             memory_format=torch.channels_last)
         for _ in range(3):
-            dcgan.train_step(trainG, trainD, state.optimizerG, state.optimizerD,
-                             state.criterion, real, 100, logits=True)
+            dcgan.train_step(state, real)
         torch.cuda.synchronize()
         results.info("--amp --compile --channels-last without the fallback",
                      "works on this torch: the fallback can go")
@@ -220,7 +217,7 @@ def main(argv=None):
     print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, "
           f"cuDNN {torch.backends.cudnn.version()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        run_checks(results, args.only, tmp, make_random_jpegs(os.path.join(tmp, "data"), 8000))
+        run_checks(results, args.only, tmp, bench.make_random_jpegs(os.path.join(tmp, "data"), 8000))
     return results.status()
 
 

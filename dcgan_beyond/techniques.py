@@ -1,5 +1,6 @@
-"""Better faces from the same compute: opt-in changes to the training, each off by default
-(--diffaug, --loss hinge, --spectral-norm, --lr-d and --lr-g)."""
+"""GAN techniques from the literature for better faces from the same compute: opt-in
+changes to the training, each off by default (--diffaug, --loss hinge, --spectral-norm,
+--lr-d and --lr-g)."""
 
 import torch
 import torch.nn as nn
@@ -80,7 +81,7 @@ def d_returns_logits(args):
     return args.loss == "hinge" or args.amp
 
 
-def apply_spectral_norm(netD):
+def spectral_norm(netD):
     """--spectral-norm (Miyato et al., 2018): each of D's convolutions divided by its
     largest singular value, estimated by one power iteration a step. D's BatchNorm layers
     become identities, as in SNGAN's D: they rescale each feature by the batch's spread,
