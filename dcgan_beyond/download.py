@@ -195,7 +195,8 @@ class HashingFile:
 def fetch_celeba_zip(name, dataroot, official=True):
     """The source's img_align_celeba.zip into DATAROOT, renamed into place only once its
     SHA-256 is the official one (a --download-from source of your own may differ, with a
-    note). The Hub client's downloader fetches it (the same progress bar, retries and
+    note). Bytes whose SHA-256 differs from the one the source announced are refused on
+    every route. The Hub client's downloader fetches it (the same progress bar, retries and
     Range resume on both kinds of source) into a .part file that a later run resumes.
     A built-in source that announces another size or SHA-256 is refused before its body
     is asked for."""
@@ -235,13 +236,23 @@ def fetch_celeba_zip(name, dataroot, official=True):
                         f"{size_text(size)} ({first_line(error)}); run --download "
                         "again to resume") from None
     digest = hashing.sha256.hexdigest()
+    if sha256 and digest != sha256:  # the source broke its own promise, whoever chose it
+        os.unlink(part)
+        problem = (f"it announced SHA-256 {sha256} and sent bytes whose SHA-256 is {digest}: "
+                   "corrupt or tampered with; removed them")
+        if official:
+            raise CopyRefused(problem)
+        raise UserError(f"--download-from {label}: {problem}, and unpacked nothing; try again "
+                        "later, or another source (data/README.md)")
     if digest != CELEBA_ZIP_SHA256:
         if official:
             os.unlink(part)
             raise CopyRefused(f"its SHA-256 {digest} is not the official {CELEBA_ZIP_SHA256}; "
                               "removed it")
+        checked = ("its SHA-256 is the one the source announced" if sha256 else
+                   "the source announces no SHA-256: nothing but the size was checked")
         print(f"note: {label}'s {CELEBA_ZIP} is not the official file (SHA-256 {digest}); "
-              "using it as a copy of your own")
+              f"using it as a copy of your own ({checked})")
     os.replace(part, os.path.join(dataroot, CELEBA_ZIP))
 
 

@@ -141,6 +141,47 @@ def test_a_body_that_is_not_the_official_file_is_refused_and_removed(hub, tiny, 
     assert leftovers(root) == []  # the refused file is gone
 
 
+@pytest.mark.skipif(importlib.util.find_spec("gdown") is not None,
+                    reason="with gdown installed, the Google Drive route would be tried")
+@pytest.mark.parametrize("route", ["built-in", "--download-from"])
+def test_a_source_that_breaks_its_announced_sha256_is_refused_on_every_route(
+        hub, tiny, tmp_path, capsys, monkeypatch, route):
+    """A repo announces the official SHA-256 and size, then sends other bytes (a valid zip):
+    they are removed, nothing is unpacked or trained, and the line names both digests."""
+    real, sent = celeba_zip(tmp_path / "real"), celeba_zip(tmp_path / "sent", count=21)
+    official(monkeypatch, real)
+    monkeypatch.setattr(download, "CELEBA_ZIP_BYTES", len(sent))  # the size it announces
+    announced = hashlib.sha256(real).hexdigest()
+    hub.serve("fake/celeba", "img_align_celeba.zip", sent, sha256=announced)
+    monkeypatch.setattr(download, "TUTORIAL_ASSET", f"{hub.url}/gone/img_align_celeba.zip")
+    monkeypatch.setattr(download, "HUB_COPIES", ("fake/celeba",))
+    root = tmp_path / "celeba"
+    flags = ["--download"] if route == "built-in" else ["--download-from", "fake/celeba"]
+    status, out, err = run(tiny("out", *flags, dataroot=str(root)), capsys)
+    assert status == 2
+    problem = (f"it announced SHA-256 {announced} and sent bytes whose SHA-256 is "
+               f"{hashlib.sha256(sent).hexdigest()}: corrupt or tampered with; removed them")
+    if route == "built-in":
+        assert f"--download: fake/celeba: {problem}" in err.splitlines()
+    else:
+        assert one_error_line(err) == (f"--download-from fake/celeba: {problem}, and unpacked "
+                                       "nothing; try again later, or another source (data/README.md)")
+    assert leftovers(root) == [] and not (tmp_path / "out").exists()
+
+
+def test_a_plain_server_of_your_own_is_checked_by_size_alone_and_says_so(hub, tiny, tmp_path,
+                                                                        capsys):
+    data = celeba_zip(tmp_path)
+    hub.serve_plain("/mirror/img_align_celeba.zip", data)
+    url = f"{hub.url}/mirror/img_align_celeba.zip"
+    status, out, err = run(tiny("out", "--download-from", url, "--max-iters", "1",
+                                dataroot=str(tmp_path / "celeba")), capsys)
+    assert status == 0, err
+    assert (f"note: {url}'s img_align_celeba.zip is not the official file (SHA-256 "
+            f"{hashlib.sha256(data).hexdigest()}); using it as a copy of your own (the source "
+            "announces no SHA-256: nothing but the size was checked)") in out
+
+
 def test_a_zip_in_the_folder_is_named_and_then_checked_and_unpacked_without_network(
         hub, tiny, tmp_path, capsys, monkeypatch):
     root = tmp_path / "celeba"
