@@ -18,8 +18,9 @@ from .techniques import DIFFAUG_POLICIES
 # Settings that define the models' shapes or the meaning of an iteration: a resumed run
 # cannot change them.
 FIXED_ON_RESUME = ("nz", "ngf", "ndf", "nc", "image_size", "batch_size", "spectral_norm")
-# Flags that steer one invocation only; a resumed run does not inherit them.
-PER_INVOCATION = ("resume", "max_iters", "download", "download_from", "allow_changed_data")
+# Flags that steer one invocation only; a resumed run does not inherit them. Its limits
+# (--num-epochs, --max-iters) it keeps, unless the command line gives new ones.
+PER_INVOCATION = ("resume", "download", "download_from", "allow_changed_data")
 
 
 def fid_or_kid(args):
@@ -182,7 +183,8 @@ def add_run_flags(parser):
                        help="auto (CUDA if available and --ngpu > 0, then MPS, then other "
                             "accelerators, then CPU), cpu, cuda, cuda:1, mps, ...")
     group.add_argument("--max-iters", type=positive_int, default=None,
-                       help="stop after this many iterations and still write every output")
+                       help="stop after this many iterations and still write every output "
+                            "(a resume keeps it; give a larger one to train on)")
     group.add_argument("--log-every", type=positive_int, default=50,
                        help="print the statistics line every this many batches of an epoch")
     group.add_argument("--sample-every", type=positive_int, default=500,
@@ -467,7 +469,7 @@ def exit_status(error):
     if isinstance(error, OSError):  # a write that failed mid-run, a full disk say
         print(f"dcgan.py: error: {error.filename or 'a file'}: {reason(error)}; what was "
               "written before is intact (checkpoints are replaced whole): fix this, then run "
-              "again (a training run: with --resume)", file=sys.stderr)
+              "again (a run that wrote a checkpoint goes on with --resume)", file=sys.stderr)
         return 2
     if isinstance(error, Interrupted):
         print(f"dcgan.py: stopped at once by a second {signal.Signals(error.signum).name}; "

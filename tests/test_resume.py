@@ -15,7 +15,7 @@ import torch
 import dcgan
 from dcgan_beyond import devices, sampling
 from helpers import (RunsCode, assert_same_run, interrupt_at, make_images, one_error_line,
-                     read_metrics, run)
+                     read_metrics, run, start, wait_for)
 
 
 
@@ -41,10 +41,50 @@ def test_max_iters_run_resumes_to_the_same_weights(tiny, tmp_path, finished_run)
     weights equal an uninterrupted run's (the extra grid's forward pass moved only G's
     BatchNorm running statistics, as every grid of the tutorial's does)."""
     assert run(tiny("parts", "--max-iters", "2")) == 0
-    assert run(["--outdir", str(tmp_path / "parts"), "--resume"]) == 0
+    assert run(["--outdir", str(tmp_path / "parts"), "--resume", "--max-iters", "6"]) == 0
     assert read_metrics(finished_run() / "metrics.csv") == read_metrics(tmp_path / "parts" / "metrics.csv")
     whole, parts = (torch.load(d / "netG.pt", weights_only=True) for d in (finished_run(), tmp_path / "parts"))
     assert all(torch.equal(whole[k], parts[k]) for k in whole if "running" not in k and "num_batches" not in k)
+
+
+def resume_command(out):
+    """The argv of the resume command that a stop line prints."""
+    (line,) = [line for line in out.splitlines() if "Resume with: python dcgan.py " in line]
+    return line.split("Resume with: python dcgan.py ")[1].split()
+
+
+def test_a_stopped_max_iters_run_resumed_with_the_printed_command_stops_at_its_limit(
+        tiny, tmp_path, monkeypatch, capsys):
+    """Ctrl-C during iteration 1 of a --max-iters 4 run (6 iterations in 2 epochs); the
+    printed command finishes the run as it was asked: at iteration 4, as the run done in one
+    go; a resume that raises the limit says so."""
+    with monkeypatch.context() as patch:
+        interrupt_at(patch, 1)
+        status, out, err = run(tiny("parts", "--max-iters", "4"), capsys)
+    assert status == 128 + signal.SIGINT
+    status, out, err = run(resume_command(out), capsys)
+    assert status == 0, err
+    assert "Resuming with changed settings" not in out
+    assert run(tiny("whole", "--max-iters", "4")) == 0
+    assert_same_run(tmp_path / "whole", tmp_path / "parts")
+    status, out, err = run(["--resume", str(tmp_path / "parts" / "checkpoint.pt"),
+                            "--max-iters", "5"], capsys)
+    assert status == 0 and "Resuming with changed settings: --max-iters 4 -> 5" in out
+    assert len(read_metrics(tmp_path / "parts" / "metrics.csv")) == 5
+
+
+def test_a_max_iters_run_killed_with_kill_9_resumes_to_its_limit(tiny, tmp_path):
+    argv = tiny("killed", "--num-epochs", "40", "--max-iters", "30", "--log-every", "1",
+                "--checkpoint-every", "1")
+    process = start(argv)
+    metrics = tmp_path / "killed" / "metrics.csv"
+    wait_for(lambda: metrics.exists() and len(metrics.read_text().splitlines()) > 5)
+    process.kill()
+    process.communicate(timeout=60)
+    assert run(["--resume", str(tmp_path / "killed" / "checkpoint.pt")]) == 0
+    assert len(read_metrics(metrics)) == 30
+    assert run(tiny("whole", "--num-epochs", "40", "--max-iters", "30", "--log-every", "1")) == 0
+    assert_same_run(tmp_path / "whole", tmp_path / "killed")
 
 
 def test_sigterm_writes_a_checkpoint_and_resume_finishes_identically(tiny, tmp_path):
