@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from .errors import UserError
+from .errors import UserError, reason
 from .files import atomic_write, locks_supported, take_lock, writable_folder
 from .tensorboard_log import TensorBoardLog, summary_writer
 
@@ -18,9 +18,14 @@ def lock_path(outdir):
 
 
 def check_free(outdir):
-    """Before anything is written: one line if another run holds the outdir now."""
+    """Before anything is written: one line if another run holds the outdir now, or if an
+    earlier run's lock there cannot be opened (a read-only checkout)."""
     if os.path.exists(lock_path(outdir)):
-        held = take_lock(lock_path(outdir), wait=False)
+        try:
+            held = take_lock(lock_path(outdir), wait=False)
+        except OSError as error:
+            raise UserError(f"--outdir {outdir}: cannot write there ({reason(error)}); "
+                            "choose a writable folder") from None
         if held is None:
             refuse(outdir)
         held.close()

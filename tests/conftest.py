@@ -40,6 +40,26 @@ def finished_run(tmp_path_factory, faces):
 
 
 @pytest.fixture
+def read_only_copy(tmp_path):
+    """read_only_copy(files): a folder holding those files (name: text) on a tmpfs mounted
+    read-only, as a checkout on a read-only disk is (needs root)."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("mounting a file system needs root")
+
+    def make(files):
+        for name, text in files.items():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text(text)
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        return folder
+    yield make
+    subprocess.run(["umount", str(folder)])
+
+
+@pytest.fixture
 def small_filesystem(tmp_path):
     """A folder on a 1 MiB tmpfs, for runs that must find too little room (needs root)."""
     small = tmp_path / "small"

@@ -147,3 +147,20 @@ def test_without_network_or_weights_one_line_and_nothing_written(tiny, tmp_path,
                             f"with --fid-weights PATH, or put it in "
                             f"{tmp_path / 'torch-home' / 'hub' / 'checkpoints'}")
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_offline_refuses_before_measuring_anything(finished_run, tmp_path, monkeypatch,
+                                                             capsys):
+    """evaluate --metrics swd,fid,kid without the Inception weights says so at once: no SWD
+    floor is computed first (25 s on CelebA) only to fail after it."""
+    checkpoint = finished_run() / "checkpoint.pt"
+    capsys.readouterr()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # no cached copy
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")  # nothing listens there: no network
+    status, out, err = run(["evaluate", "--checkpoint", str(checkpoint),
+                            "--metrics", "swd,fid,kid", "--cache-dir", str(tmp_path / "cache")],
+                           capsys)
+    assert status == 2
+    assert one_error_line(err).startswith("FID and KID need torch-fidelity's Inception weights")
+    assert out == ""  # no SWD floor, no image decoded
+    assert not (tmp_path / "cache").exists()

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "dcgan_beyond")
 
@@ -122,3 +124,11 @@ def test_tests_holds_only_tests_their_fixtures_and_the_specification():
     assert others == ["conftest.py", "helpers.py", "tutorial_reference.py"]
     assert sorted(n for n in os.listdir(os.path.join(TESTS, "fixtures")) if n.endswith(".py")) == [
         "ddp_probe.py", "fake_hub.py"]
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(ROOT, ".git")), reason="not a git checkout")
+def test_what_the_docs_scripts_make_is_ignored_by_git():
+    """docs/scripts/split.sh writes split/, the ablation and quality scripts runs/."""
+    made = ["split/train/img_align_celeba/000001.jpg", "runs/fast/default/metrics.csv"]
+    done = subprocess.run(["git", "check-ignore", *made], cwd=ROOT, capture_output=True, text=True)
+    assert done.stdout.split() == made

@@ -62,3 +62,16 @@ def test_a_full_disk_while_building_the_cache_gives_the_reason(tiny, tmp_path):
     assert one_error_line(err) == (f"--cache-dir {tmp_path / 'cache'}: cannot write the image "
                                    "cache (File too large); give a writable --cache-dir, or --no-cache")
     assert [f for f in os.listdir(tmp_path / "cache") if f.endswith((".tmp", ".npy"))] == []
+
+
+def test_a_read_only_checkout_with_an_earlier_runs_lock_says_to_choose_another_outdir(
+        tiny, read_only_copy, monkeypatch, capsys):
+    """A checkout on a read-only disk whose outputs/ holds an earlier run's run.lock: the
+    advice is --outdir (this run never started, so --resume would not help)."""
+    monkeypatch.chdir(read_only_copy({"outputs/run.lock": ""}))
+    argv = tiny("unused")
+    argv[argv.index("--outdir") + 1] = "outputs"  # the default
+    status, out, err = run(argv, capsys)
+    assert status == 2
+    assert one_error_line(err) == ("--outdir outputs: cannot write there (Read-only file "
+                                   "system); choose a writable folder")
