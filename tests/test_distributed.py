@@ -54,7 +54,7 @@ def test_every_rank_resumes_from_the_same_checkpoint(two_rank_run, faces, tmp_pa
     parts = tmp_path / "parts"
     argv = tiny_argv(faces, parts, tmp_path / "cache", "--max-iters", "2")
     assert torchrun(dcgan_py, *argv).returncode == 0
-    result = torchrun(dcgan_py, "--outdir", str(parts), "--resume")
+    result = torchrun(dcgan_py, "--outdir", str(parts), "--resume", "--max-iters", "6")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "at epoch 0, batch 2 (iteration 2)" in result.stdout
     assert read_metrics(root / "out" / "metrics.csv") == read_metrics(parts / "metrics.csv")

@@ -45,7 +45,8 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_the_last_checkpoint_sta
     assert run(tiny("out", "--max-iters", "2")) == 0
     path = tmp_path / "out" / "checkpoint.pt"
     before = path.read_bytes()
-    process = start(["--outdir", tmp_path / "out", "--resume", "--checkpoint-every", "1"],
+    process = start(["--outdir", tmp_path / "out", "--resume", "--max-iters", "6",
+                     "--checkpoint-every", "1"],
                     limit_bytes=len(before) // 2)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 2, err

@@ -159,7 +159,8 @@ def test_a_crash_while_saving_leaves_the_last_checkpoint_intact(tiny, tmp_path, 
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(dcgan.torch, "save", disk_full)
     capsys.readouterr()
-    status, out, err = run(["--outdir", str(tmp_path / "out"), "--resume"], capsys)
+    status, out, err = run(["--outdir", str(tmp_path / "out"), "--resume", "--max-iters", "6"],
+                           capsys)
     assert status == 2
     assert one_error_line(err) == (f"cannot write {path} (No space left on device); the "
                                    "previous checkpoint is intact; free some space and resume")
@@ -223,7 +224,8 @@ def test_resume_refuses_to_change_the_models_and_says_what_changes(tiny, tmp_pat
     status, out, err = run(["--outdir", str(tmp_path / "out"), "--resume", "--num-epochs", "3",
                             "--log-every", "1", "--max-iters", "4"], capsys)
     assert status == 0, err
-    assert "Resuming with changed settings: --num-epochs 2 -> 3, --log-every 2 -> 1" in out
+    assert ("Resuming with changed settings: --num-epochs 2 -> 3, --max-iters 2 -> 4, "
+            "--log-every 2 -> 1") in out
     assert f"Resuming {tmp_path / 'out' / 'checkpoint.pt'} at epoch 0, batch 2 (iteration 2)" in out
 
 
@@ -246,7 +248,8 @@ def test_divergence_stops_with_the_iteration_and_keeps_the_checkpoint(tiny, tmp_
     torch.save(checkpoint, path)
     before = path.read_bytes()
     capsys.readouterr()
-    status, out, err = run(["--outdir", str(tmp_path / "out"), "--resume"], capsys)
+    status, out, err = run(["--outdir", str(tmp_path / "out"), "--resume", "--max-iters", "6"],
+                           capsys)
     assert status == 2
     assert one_error_line(err) == (
         "training diverged at iteration 2: a loss or D output became NaN or infinite; the "

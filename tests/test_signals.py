@@ -66,7 +66,8 @@ def test_a_second_signal_before_the_write_stops_at_once_with_its_status(tiny, tm
             os.kill(os.getpid(), signal.SIGTERM)
         return real_step(*args, **kwargs)
     monkeypatch.setattr(dcgan, "train_step", step)
-    status, out, err = run(["--outdir", str(tmp_path / "out"), "--resume"], capsys)
+    status, out, err = run(["--outdir", str(tmp_path / "out"), "--resume", "--max-iters", "6"],
+                           capsys)
     assert status == 128 + signal.SIGTERM
     assert err.strip() == ("dcgan.py: stopped at once by a second SIGTERM; the last checkpoint "
                            "is as it was")
