@@ -75,7 +75,9 @@ def get_args_parser():
                         help="untimed iterations first (default: 2; 10 on CUDA)")
     parser.add_argument("--quick", action="store_true", help="fewer iterations and configurations")
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=None,
-                        help="configurations to run (default: all that apply to the device)")
+                        type=lambda name: name if name in CONFIGS else f"--{name}",
+                        help="configurations to run (default: all that apply to the device); "
+                             "a flag's name may drop its dashes: --configs default fast")
     parser.add_argument("--memory", type=int, nargs="+", metavar="SIZE", default=None,
                         help="instead, measure the decode-once cache's memory at these image "
                              "sizes on a folder of CelebA's size (--images links to the files "

@@ -7,7 +7,9 @@ import signal
 import sys
 
 from .checkpoints import checkpoint_path, load_checkpoint
-from .devices import amp_supported, fast_settings, launcher_rank
+import torch
+
+from .devices import amp_supported, busy_cores, fast_settings, fast_threads, launcher_rank
 from .errors import UserError, reason
 from .fidelity import FID_SAMPLES, INCEPTION_FILE, needs_inception
 from .metrics import EVAL_SAMPLES
@@ -232,6 +234,10 @@ def add_speed_flags(parser):
                             "start: on a CPU with native bf16 --amp --channels-last, on other "
                             "CPUs --channels-last, on CUDA --amp --channels-last (changes the "
                             "numbers; a resume keeps them)")
+    group.add_argument("--threads", type=positive_int, default=None,
+                       help="CPU threads for training (default: torch's, one per core; --fast "
+                            "takes fewer on a machine that other processes keep busy). The last "
+                            "digits change with the count; a resume keeps it")
     group.add_argument("--amp", action="store_true",
                        help="bf16 autocast on CUDA or on a CPU with native bf16, with D's "
                             "Sigmoid folded into BCEWithLogitsLoss (changes the numbers)")
@@ -419,6 +425,16 @@ def resolve_settings(args, process):
             setattr(args, flag, True)
         process.log(f"note: --fast on {judged}: {' '.join(flag_name(f) for f in chosen) or 'nothing to add'}"
                  " (the fastest measured there; the numbers change)")
+        if process.device.type == "cpu" and args.threads is None:
+            # kept in the configuration: a resume computes with the same thread count
+            cores, busy = torch.get_num_threads(), busy_cores()
+            args.threads = fast_threads(cores, busy)
+            if args.threads < cores:
+                process.log(f"note: --fast: other processes keep {busy:.1f} of the {cores} cores "
+                            f"busy; training with {args.threads} thread(s), which measured "
+                            "faster under load (--threads N chooses; a resume keeps it)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.amp and not amp_supported(process.device):
         process.log(f"note: --amp needs bf16 kernels (CUDA, or a CPU with native bf16: Intel AMX or "
                  f"AVX-512 BF16, AMD Zen 4 and later), which {process.device} lacks; training in float32")

@@ -4,6 +4,7 @@ import ctypes
 import dataclasses
 import datetime
 import os
+import time
 
 import torch
 import torch.distributed as dist
@@ -150,6 +151,30 @@ def keep_freed_memory():
     mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: serve blocks up to 1 GiB from the heap
     mallopt(-1, 2 ** 31 - 1)  # M_TRIM_THRESHOLD (a C int): keep up to 2 GiB of free heap
     return True
+
+
+def busy_cores(samples=10, interval=0.05):
+    """How many cores other processes keep busy now: the kernel's count of running tasks
+    (Linux's /proc/stat), this process's one left out, the median of a few samples. 0
+    where it cannot be read."""
+    counts = []
+    for _ in range(samples):
+        try:
+            with open("/proc/stat") as f:
+                counts.append(next(int(line.split()[1]) for line in f
+                                   if line.startswith("procs_running")) - 1)
+        except (OSError, StopIteration, ValueError):
+            return 0.0
+        time.sleep(interval)
+    return float(sorted(counts)[len(counts) // 2])
+
+
+def fast_threads(cores, busy):
+    """--fast's CPU threads: the cores that others leave free, at least one. With a thread
+    per core on a busy machine, each parallel region waits for the thread that the
+    scheduler took away; bf16's short kernels have the most regions a second, and lost
+    most (docs/performance.md)."""
+    return max(1, min(cores, cores - round(busy)))
 
 
 def amp_supported(device):

@@ -3,9 +3,18 @@ configuration that trains in about a second on the CPU."""
 import subprocess
 
 import pytest
+import torch
 
 import dcgan
 from helpers import make_images, tiny_argv
+
+
+@pytest.fixture(autouse=True)
+def torch_threads():
+    """A run with --threads or --fast sets torch's thread count for the process: give it back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -2,17 +2,20 @@
 import copy
 import json
 import os
+import subprocess
+import sys
+import time
 
+from PIL import Image
 import pytest
 import torch
 import torch.nn as nn
 import torch.optim as optim
-from PIL import Image
+from tutorial_reference import run_tutorial
 
 import dcgan
 from dcgan_beyond import checkpoints, cli, data, devices
 from helpers import make_images, read_metrics, run, tiny_models
-from tutorial_reference import run_tutorial
 
 
 def test_smoke_run_writes_every_output(tiny, tmp_path, capsys):
@@ -284,7 +287,7 @@ def test_deterministic_changes_no_cpu_number_and_a_resume_keeps_it(tiny, tmp_pat
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
         devices.configure_determinism(False, torch.device("cpu"))  # as in a fresh process
         assert not torch.are_deterministic_algorithms_enabled()
-        assert run(["--outdir", str(tmp_path / "det"), "--resume"]) == 0
+        assert run(["--outdir", str(tmp_path / "det"), "--resume", "--max-iters", "6"]) == 0
         assert torch.are_deterministic_algorithms_enabled()  # the checkpoint turned it on
         config = json.loads((tmp_path / "det" / "config.json").read_text())
         assert config["deterministic"] is True
@@ -313,3 +316,28 @@ def test_amp_compile_channels_last_keep_channels_last_off_cuda(capsys):
     resolved = cli.resolve_settings(args, devices.Process(device=torch.device("cpu")))
     assert resolved.channels_last and resolved.compile
     assert "crashed in torch.compile" not in capsys.readouterr().out
+
+
+def test_fast_takes_the_cores_that_other_processes_leave_free():
+    assert [devices.fast_threads(2, busy) for busy in (0, 0.4, 1, 3)] == [2, 2, 1, 1]
+    assert devices.fast_threads(8, 2.6) == 5
+
+
+def test_a_busy_process_beside_is_counted():
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        assert devices.busy_cores() >= 1
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def test_threads_is_used_kept_in_the_configuration_and_by_a_resume(tiny, tmp_path, capsys):
+    assert run(tiny("out", "--threads", "1", "--max-iters", "2")) == 0
+    assert torch.get_num_threads() == 1
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["threads"] == 1
+    status, out, err = run(["--outdir", str(tmp_path / "out"), "--resume", "--max-iters", "3",
+                            "--threads", "2"], capsys)
+    assert status == 0 and "Resuming with changed settings: --max-iters 2 -> 3, --threads 1 -> 2" in out
+    assert torch.get_num_threads() == 2
