@@ -51,7 +51,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 # Beyond the tutorial: what a long run needs, one module per concern (see dcgan_beyond/)
 from dcgan_beyond import (checkpoints, cli, data, devices, ema, errors, files, fidelity, health,
-                          inputs, metrics, outdir, progress, sampling, stopping, techniques)
+                          inputs, metrics, outdir, progress, sampling, sharing, stopping,
+                          techniques)
 
 
 # ----------------------------------------------------------------------------------------
@@ -138,7 +139,7 @@ class Generator(nn.Module):
             # state size. (nc) x 64 x 64
         ]
         self.main = nn.Sequential(*layers)
-        self.nz, self.nc, self.image_size = nz, nc, image_size
+        self.nz, self.ngf, self.nc, self.image_size = nz, ngf, nc, image_size
 
     def forward(self, input):
         return self.main(input)
@@ -554,12 +555,14 @@ def train(args, checkpoint=None):
         if process.writes:
             save_results(args, state, dataloader, evaluation.rows)
             process.log(f"Wrote {args.outdir}: netG.pt, netD.pt, metrics.csv, figures")
+            if args.push_to_hub:  # beyond: --push-to-hub, a run that completed
+                sharing.push(checkpoint_file.path, args.push_to_hub, Generator)
         devices.finish_distributed(process)
         return 0
 
 
 def main(argv=None):
-    """The command line: train (the default), generate or evaluate; returns the exit
+    """The command line: train (the default), generate, evaluate or push; returns the exit
     status. A problem the user can fix is one line on stderr, never a traceback."""
     try:
         command, args, checkpoint = cli.parse(argv, TUTORIAL_INPUTS)
@@ -567,6 +570,9 @@ def main(argv=None):
             return sampling.generate(args, Generator)
         if command == "evaluate":
             return sampling.evaluate(args, Generator, TUTORIAL_INPUTS)
+        if command == "push":
+            return sharing.push(args.checkpoint, args.repo_id, Generator, args.private,
+                                args.revision, args.commit_message)
         return train(args, checkpoint)
     except (errors.UserError, OSError, stopping.Interrupted, KeyboardInterrupt) as error:
         return cli.exit_status(error)

@@ -20,6 +20,7 @@ The modules, each building only on those before it (no cycle, and none imports d
     health           the health monitor
     progress         the progress bar, a line an epoch in logs, progress/*.png
     outdir           the outdir held for the run, config.json
+    sharing          the push command and --push-to-hub; hf:// generators
     inputs           every input checked before the first write
     sampling         the generate and evaluate commands
     cli              the parsers, the settings resolved once, one line for each error

@@ -132,7 +132,8 @@ def get_args_parser(inputs):
         prog="dcgan.py", allow_abbrev=False,
         formatter_class=HelpFormatter,
         description="Train the DCGAN of the PyTorch 'DCGAN faces' tutorial. "
-                    "Other commands: 'dcgan.py generate --help', 'dcgan.py evaluate --help'. "
+                    "Other commands: 'dcgan.py generate --help', 'dcgan.py evaluate --help', "
+                    "'dcgan.py push --help'. "
                     "To train on several GPUs or machines, start it with torchrun "
                     "(torchrun --nproc_per_node N dcgan.py ...); --ngpu is the tutorial's "
                     "single-process nn.DataParallel.")
@@ -142,6 +143,7 @@ def get_args_parser(inputs):
     add_scale_flags(parser)
     add_better_faces_flags(parser)
     add_measurement_flags(parser)
+    add_sharing_flags(parser)
     return parser
 
 
@@ -305,13 +307,26 @@ def add_measurement_flags(parser):
     group.add_argument("--tensorboard", action="store_true",
                        help="also log to OUTDIR/tensorboard (needs the tensorboard package)")
 
+
+def add_sharing_flags(parser):
+    """Sharing: the trained generator on the Hugging Face Hub."""
+    group = parser.add_argument_group("sharing (see docs/sharing.md)")
+    group.add_argument("--push-to-hub", default=None, metavar="OWNER/NAME",
+                       help="when the run completes, push its generator, card, samples and "
+                            "loss curve to this Hub model repo in one commit, as 'dcgan.py "
+                            "push' does (a stopped run pushes nothing; the token: HF_TOKEN or "
+                            "'hf auth login')")
+
+
 def get_subcommand_parser(command, description):
     """The flags that generate and evaluate share: which generator, on which device."""
     parser = ArgumentParser(prog=f"dcgan.py {command}", allow_abbrev=False,
                             formatter_class=HelpFormatter,
                             description=description)
     parser.add_argument("--checkpoint", default="outputs/checkpoint.pt",
-                        help="checkpoint.pt (its EMA generator if it has one) or netG.pt")
+                        help="checkpoint.pt (its EMA generator if it has one), netG.pt, or "
+                             "hf://OWNER/NAME[@REVISION] (a generator that 'dcgan.py push' "
+                             "put on the Hugging Face Hub)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps, ...")
     return parser
 
@@ -359,6 +374,24 @@ def get_evaluate_parser():
     parser.add_argument("--workers", type=non_negative_int, default=2,
                         help="processes that decode images")
     parser.add_argument("--cache-dir", default=None, help="as in training")
+    return parser
+
+
+def get_push_parser():
+    parser = ArgumentParser(
+        prog="dcgan.py push", allow_abbrev=False, formatter_class=HelpFormatter,
+        description="Share a trained generator on the Hugging Face Hub: config.json, "
+                    "model.safetensors, a model card, samples.png and the loss curve, in one "
+                    "commit. The token comes from HF_TOKEN or 'hf auth login', never a flag.")
+    parser.add_argument("--checkpoint", default="outputs/checkpoint.pt",
+                        help="checkpoint.pt (its EMA generator if it has one) or netG.pt")
+    parser.add_argument("--repo-id", required=True, metavar="OWNER/NAME",
+                        help="the model repo (made if missing)")
+    parser.add_argument("--private", action="store_true",
+                        help="make a new repo private (an existing one keeps its visibility)")
+    parser.add_argument("--revision", default=None, metavar="BRANCH",
+                        help="commit to this branch, which must exist (default: main)")
+    parser.add_argument("--commit-message", default=None, help="the commit's message")
     return parser
 
 
@@ -454,7 +487,7 @@ def resolve_settings(args, process):
 
 
 def parse(argv, inputs):
-    """The command line as (command, args, checkpoint): "generate" or "evaluate" with their
+    """The command line as (command, args, checkpoint): "generate", "evaluate" or "push" with their
     flags, or "train" with its settings (a resumed run's come from its checkpoint, loaded
     here, else None). `inputs`: the defaults of the tutorial's flags."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -462,6 +495,8 @@ def parse(argv, inputs):
         return "generate", get_generate_parser().parse_args(argv[1:]), None
     if argv[:1] == ["evaluate"]:
         return "evaluate", get_evaluate_parser().parse_args(argv[1:]), None
+    if argv[:1] == ["push"]:
+        return "push", get_push_parser().parse_args(argv[1:]), None
     parser = get_args_parser(inputs)
     args, given = parse_train_args(parser, argv)
     args, checkpoint = resolve_resume(parser, args, given)

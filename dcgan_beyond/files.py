@@ -67,7 +67,12 @@ def csv_text(rows):
 
 
 def size_text(size):
-    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
+    """A size in GiB, MiB (from 0.1 MiB), KiB, or bytes."""
+    if size >= 2**30:
+        return f"{size / 2**30:.1f} GiB"
+    if size >= 0.1 * 2**20:
+        return f"{size / 2**20:.1f} MiB"
+    return f"{size / 2**10:.1f} KiB" if size >= 2**10 else f"{size} B"
 
 
 def writable_folder(flag, folder):

@@ -9,13 +9,15 @@ from .download import download_celeba, wait_for_download
 from .errors import UserError
 from .fidelity import inception_weights, needs_inception
 from .outdir import check_free
+from .sharing import check_token
 from .tensorboard_log import summary_writer
 
 
 def check(args, process, checkpoint, Generator, Discriminator):
     """Before the dataset is opened: the networks (the tutorial's classes) against the
     device's memory, TensorBoard, a run that holds the outdir now, an earlier run's
-    checkpoint there; then --download fetches CelebA (the other ranks wait for it)."""
+    checkpoint there, the Hub token of --push-to-hub; then --download fetches CelebA (the
+    other ranks wait for it)."""
     check_network_memory(args, process, Generator, Discriminator)
     if args.tensorboard:
         summary_writer()
@@ -25,6 +27,8 @@ def check(args, process, checkpoint, Generator, Discriminator):
         raise UserError(f"--outdir {args.outdir}: holds the checkpoint of an earlier run; "
                         "continue it with --resume, or start afresh in another --outdir (or "
                         f"after deleting {checkpoint_path(args.outdir)})")
+    if args.push_to_hub and process.writes:
+        check_token()
     if args.download or args.download_from:
         if process.writes:
             download_celeba(args.dataroot, args.download_from)

@@ -11,6 +11,7 @@ from .devices import pick_device
 from .fidelity import evaluators, inception_weights, measure_all, needs_inception
 from .files import save_grid, writable_folder
 from .metrics import EvalSettings, generated_uint8
+from .sharing import generator_from_hub, is_hub_path
 
 
 
@@ -26,12 +27,20 @@ def slerp(a, b, t):
     return (wa * a_flat + wb * b_flat).view_as(a)
 
 
+def load_generator(path, device, Generator):
+    """(G, the run's configuration) from checkpoint.pt, netG.pt or hf://OWNER/NAME[@REV]."""
+    if is_hub_path(path):
+        return generator_from_hub(path, device, Generator)
+    return generator_from_checkpoint(path, device, Generator)
+
+
 def generate(args, Generator):
     """The generate command: a grid (and single files) or a latent walk. Images are made
     and written --batch-size at a time, so memory does not grow with --num-samples."""
     device = pick_device(args.device)
-    netG, _ = generator_from_checkpoint(args.checkpoint, device, Generator)
-    outdir = args.outdir or os.path.join(os.path.dirname(os.path.abspath(args.checkpoint)), "samples")
+    netG, _ = load_generator(args.checkpoint, device, Generator)
+    outdir = args.outdir or ("samples" if is_hub_path(args.checkpoint) else os.path.join(
+        os.path.dirname(os.path.abspath(args.checkpoint)), "samples"))
     writable_folder("--outdir", outdir)
     generator = torch.Generator().manual_seed(args.seed)
     if args.interpolate:
@@ -79,7 +88,7 @@ def evaluate(args, Generator, inputs):
     computes them. `inputs`: the tutorial's, for a bare netG.pt that has no configuration.
     The Inception weights are checked before any image is read."""
     device = pick_device(args.device)
-    netG, config = generator_from_checkpoint(args.checkpoint, device, Generator)
+    netG, config = load_generator(args.checkpoint, device, Generator)
     settings = evaluation_settings(args, config, netG, inputs)
     if needs_inception(settings.metrics):
         inception_weights(settings.fid_weights)

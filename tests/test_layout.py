@@ -44,7 +44,7 @@ def test_the_package_never_imports_dcgan():
 # The package's modules from the foundations up, as its docstring and the README list them
 ORDER = ["errors", "files", "devices", "stopping", "data", "download", "ema", "techniques",
          "checkpoints", "tensorboard_log", "metrics", "fidelity", "health", "progress", "outdir",
-         "inputs", "sampling", "cli"]
+         "sharing", "inputs", "sampling", "cli"]
 
 
 def test_each_module_imports_only_those_before_it():
@@ -84,7 +84,7 @@ def test_importing_dcgan_and_its_help_load_no_optional_library():
             "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
             "    dcgan.main(['--help'])\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & "
-            "{'torch_fidelity', 'huggingface_hub', 'tensorboard', 'httpx'}))")
+            "{'torch_fidelity', 'huggingface_hub', 'tensorboard', 'httpx', 'safetensors'}))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
