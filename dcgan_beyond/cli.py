@@ -9,7 +9,8 @@ import sys
 from .checkpoints import checkpoint_path, load_checkpoint
 import torch
 
-from .devices import amp_supported, busy_cores, fast_settings, fast_threads, launcher_rank
+from .devices import (amp_supported, busy_cores, fast_settings, fast_threads, launcher_rank,
+                      tell_launcher)
 from .errors import UserError, reason
 from .fidelity import FID_SAMPLES, INCEPTION_FILE, needs_inception
 from .metrics import EVAL_SAMPLES
@@ -234,8 +235,9 @@ def add_speed_flags(parser):
     group.add_argument("--fast", action="store_true",
                        help="the speed flags measured fastest on this device, printed at the "
                             "start: on a CPU with native bf16 --amp --channels-last, on other "
-                            "CPUs --channels-last, on CUDA --amp --channels-last (changes the "
-                            "numbers; a resume keeps them)")
+                            "CPUs --channels-last, on CUDA --amp --channels-last; on a CPU "
+                            "that other processes keep busy, only the cores they leave free "
+                            "(changes the numbers; a resume keeps them)")
     group.add_argument("--threads", type=positive_int, default=None,
                        help="CPU threads for training (default: torch's, one per core; --fast "
                             "takes fewer on a machine that other processes keep busy). The last "
@@ -514,7 +516,9 @@ def exit_status(error):
     rank = launcher_rank()
     if isinstance(error, UserError):
         if rank == 0 or not error.same_on_every_rank:
-            print(f"dcgan.py: error: {'' if rank == 0 else f'(rank {rank}) '}{error}", file=sys.stderr)
+            line = f"dcgan.py: error: {'' if rank == 0 else f'(rank {rank}) '}{error}"
+            print(line, file=sys.stderr)
+            tell_launcher(line)
             return 2
         return 0
     if isinstance(error, OSError):  # a write that failed mid-run, a full disk say
