@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Speed of dcgan.py beside the tutorial's own pipeline and loop, in one run.
 
-    python bench.py --quick                       # about 4 minutes on a 2-core CPU
+    python bench.py --quick                       # 90 s on a quiet 2-core AMD EPYC (Zen 4); more under load
     python bench.py --dataroot data/celeba-8k --iters 30
 
 Each configuration runs in a fresh process on the same images (random CelebA-sized JPEGs
