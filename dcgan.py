@@ -52,7 +52,7 @@ from torch.nn.parallel import DistributedDataParallel
 # Beyond the tutorial: what a long run needs, one module per concern (see dcgan_beyond/)
 from dcgan_beyond import (checkpoints, cli, data, devices, ema, errors, files, fidelity, health,
                           inputs, metrics, outdir, progress, sampling, sharing, stopping,
-                          techniques)
+                          techniques, time_limit)
 
 
 # ----------------------------------------------------------------------------------------
@@ -355,8 +355,8 @@ def stats_line(epoch, num_epochs, i, num_batches, stats):
             % (epoch, num_epochs, i, num_batches, *stats))
 
 
-def training_loop(args, process, state, dataloader, stop, report, board, monitor, evaluation,
-                  checkpoint_file):
+def training_loop(args, process, state, dataloader, stop, deadline, report, board, monitor,
+                  evaluation, checkpoint_file):
     """The tutorial's training loop: for each batch of each epoch, update D, then G; print
     the statistics every --log-every batches; save the losses; every --sample-every
     iterations save G's output on the fixed noise. Each extra is one call to an object
@@ -377,7 +377,8 @@ def training_loop(args, process, state, dataloader, stop, report, board, monitor
             # (1) Update D network, (2) Update G network
             stats = train_step(state, data)
             state.iteration, state.batch_in_epoch = iters + 1, i + 1
-            last = iters == last_iteration
+            # beyond: --max-time ends the run here too, with every output written
+            last = iters == last_iteration or deadline.reached(state.seconds())
             ema.update(state.ema, state.netG, iters, args.ema, args.ema_rampup)  # beyond: --ema
             report.step()  # beyond: the progress bar
 
@@ -537,6 +538,7 @@ def train(args, checkpoint=None):
         state.wrappedG = devices.prepare_for_training(netG, args, process)
         state.wrappedD = devices.prepare_for_training(netD, args, process, logits=state.logits)
         stop = stopping.StopRequest(process)
+        deadline = time_limit.TimeLimit(args.max_time, process)
         monitor = health.Monitor(args, process, dataset, pixels, outputs, stop, checkpoint)
         evaluation = fidelity.Evaluation(args, process, dataset, pixels, held_out, outputs, checkpoint)
         checkpoint_file = checkpoints.CheckpointFile(args, process, dataset, len(dataloader), stop,
@@ -545,8 +547,8 @@ def train(args, checkpoint=None):
         try:
             with stop, progress.Report(args, process, state.epoch, state.iteration,
                                                    len(dataloader), outputs) as report:
-                training_loop(args, process, state, dataloader, stop, report, outputs.board,
-                              monitor, evaluation, checkpoint_file)
+                training_loop(args, process, state, dataloader, stop, deadline, report,
+                              outputs.board, monitor, evaluation, checkpoint_file)
         except stopping.Diverged as error:
             raise checkpoint_file.diverged(error, state.iteration) from None
         outputs.board.losses(state.metrics.unread())  # beyond: rows a stop's checkpoint flushed
@@ -555,6 +557,7 @@ def train(args, checkpoint=None):
         if process.writes:
             save_results(args, state, dataloader, evaluation.rows)
             process.log(f"Wrote {args.outdir}: netG.pt, netD.pt, metrics.csv, figures")
+            deadline.report(state.iteration, state.seconds(), checkpoint_file.path)  # beyond: --max-time
             if args.push_to_hub:  # beyond: --push-to-hub, a run that completed
                 sharing.push(checkpoint_file.path, args.push_to_hub, Generator)
         devices.finish_distributed(process)

@@ -8,6 +8,7 @@ The modules, each building only on those before it (no cycle, and none imports d
     files            atomic writes, locks, CSV, PNG grids
     devices          this process's place in the job (Process), devices, torchrun, wrappers
     stopping         stop signals, divergence
+    time_limit       --max-time
     data             FaceImages (the tutorial's ImageFolder), the decode-once cache, Batches
     download         --download: CelebA, verified and resumable
     ema              --ema

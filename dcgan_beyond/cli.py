@@ -16,6 +16,7 @@ from .fidelity import FID_SAMPLES, INCEPTION_FILE, needs_inception
 from .metrics import EVAL_SAMPLES
 from .stopping import FAILURE_EXIT, Interrupted
 from .techniques import DIFFAUG_POLICIES
+from .time_limit import parse_duration
 
 
 # Settings that define the models' shapes or the meaning of an iteration: a resumed run
@@ -110,6 +111,15 @@ def metric_list(text):
     return ",".join(dict.fromkeys(names))
 
 
+def duration(text):
+    """--max-time's value in seconds: 90m, 2h, 1h30m, 3600s or 3600."""
+    seconds = parse_duration(text)
+    if seconds is None or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be a duration such as 90m, 2h, 1h30m or 3600 "
+                                         f"(seconds), not {text}")
+    return seconds
+
+
 # torch seeds are 64-bit; each rank, and a reseeded resume, adds a little to it
 seed_number = number("seed_number", int, lambda v: 0 <= v < 2 ** 63,
                      f"a whole number from 0 to {2 ** 63 - 1}")
@@ -190,6 +200,11 @@ def add_run_flags(parser):
     group.add_argument("--max-iters", type=positive_int, default=None,
                        help="stop after this many iterations and still write every output "
                             "(a resume keeps it; give a larger one to train on)")
+    group.add_argument("--max-time", type=duration, default=None, metavar="DURATION",
+                       help="stop when the run's training time (earlier processes of a resumed "
+                            "run included) reaches this, e.g. 90m, 2h, 1h30m or 3600 (seconds), "
+                            "and still write every output (a resume keeps it; give a longer one "
+                            "to train on)")
     group.add_argument("--log-every", type=positive_int, default=50,
                        help="print the statistics line every this many batches of an epoch")
     group.add_argument("--sample-every", type=positive_int, default=500,

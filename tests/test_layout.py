@@ -42,7 +42,7 @@ def test_the_package_never_imports_dcgan():
 
 
 # The package's modules from the foundations up, as its docstring and the README list them
-ORDER = ["errors", "files", "devices", "stopping", "data", "download", "ema", "techniques",
+ORDER = ["errors", "files", "devices", "stopping", "time_limit", "data", "download", "ema", "techniques",
          "checkpoints", "tensorboard_log", "metrics", "fidelity", "health", "progress", "outdir",
          "sharing", "inputs", "sampling", "cli"]
 
