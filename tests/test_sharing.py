@@ -196,3 +196,16 @@ def test_a_checkpoints_own_configuration_rebuilds_its_generator(finished_run):
     netG = checkpoints.generator_from_weights(checkpoint["netG"], "x", dcgan.Generator,
                                               checkpoint["config"])
     assert (netG.nz, netG.ngf, netG.nc, netG.image_size) == (8, 4, 3, 32)
+
+
+def test_private_makes_a_new_repo_private_and_a_bare_netg_pt_pushes_without_a_run(
+        hub, finished_run, capsys):
+    folder = finished_run()
+    capsys.readouterr()
+    status, out, err = run(["push", "--checkpoint", str(folder / "netG.pt"), "--repo-id",
+                            "alice/bare", "--private", "--commit-message", "first"], capsys)
+    assert status == 0, err
+    model = hub.models["alice/bare"]
+    assert model["private"] and model["commits"][-1][1] == "first"
+    assert "Pushed from bare generator weights (netG.pt)" in model["files"]["README.md"].decode()
+    assert json.loads(model["files"]["config.json"]) == {"nz": 8, "ngf": 4, "nc": 3, "image_size": 32}
