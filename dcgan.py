@@ -545,15 +545,16 @@ def train(args, checkpoint=None):
                                                      evaluation.rows, monitor.events)
         # Training Loop
         try:
-            with stop, progress.Report(args, process, state.epoch, state.iteration,
-                                                   len(dataloader), outputs) as report:
+            report = progress.Report(args, process, state.epoch, state.iteration,
+                                     len(dataloader), outputs)
+            with stop, report:
                 training_loop(args, process, state, dataloader, stop, deadline, report,
                               outputs.board, monitor, evaluation, checkpoint_file)
         except stopping.Diverged as error:
             raise checkpoint_file.diverged(error, state.iteration) from None
         outputs.board.losses(state.metrics.unread())  # beyond: rows a stop's checkpoint flushed
         if stop.stopping:
-            return stop.report(args, state.iteration, checkpoint_file.path)  # beyond: how to resume
+            return stop.report(state.iteration, checkpoint_file.path)  # beyond: how to resume
         if process.writes:
             save_results(args, state, dataloader, evaluation.rows)
             process.log(f"Wrote {args.outdir}: netG.pt, netD.pt, metrics.csv, figures")

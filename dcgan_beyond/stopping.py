@@ -54,7 +54,7 @@ class StopRequest:
         """--on-failure stop: the run stops after this iteration, as on a signal."""
         self.signum, self.failure = self.signum or FAILURE_STOP, event
 
-    def report(self, args, iteration, checkpoint_file):
+    def report(self, iteration, checkpoint_file):
         """After the stop: says why and how to resume; returns the exit status, 128 + the
         signal's number (or FAILURE_EXIT). `iteration`: the next one."""
         if self.signum == FAILURE_STOP:
