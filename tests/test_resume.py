@@ -74,7 +74,7 @@ def test_a_stopped_max_iters_run_resumed_with_the_printed_command_stops_at_its_l
 
 
 def test_a_max_iters_run_killed_with_kill_9_resumes_to_its_limit(tiny, tmp_path):
-    argv = tiny("killed", "--num-epochs", "40", "--max-iters", "16", "--log-every", "1",
+    argv = tiny("killed", "--num-epochs", "40", "--max-iters", "24", "--log-every", "1",
                 "--checkpoint-every", "1")
     process = start(argv)
     metrics = tmp_path / "killed" / "metrics.csv"
@@ -83,8 +83,8 @@ def test_a_max_iters_run_killed_with_kill_9_resumes_to_its_limit(tiny, tmp_path)
     process.communicate(timeout=60)
     assert process.returncode == -signal.SIGKILL  # killed mid-run, not finished
     assert run(["--resume", str(tmp_path / "killed" / "checkpoint.pt")]) == 0
-    assert len(read_metrics(metrics)) == 16
-    assert run(tiny("whole", "--num-epochs", "40", "--max-iters", "16", "--log-every", "1")) == 0
+    assert len(read_metrics(metrics)) == 24
+    assert run(tiny("whole", "--num-epochs", "40", "--max-iters", "24", "--log-every", "1")) == 0
     assert_same_run(tmp_path / "whole", tmp_path / "killed")
 
 
