@@ -14,6 +14,7 @@ from .ema import sampling_weights
 from .errors import UserError, first_line
 from .files import save_grid, size_text
 from .metrics import generated_uint8
+from .time_limit import duration_text
 
 HUB_PREFIX = "hf://"
 GENERATOR_ARGS = ("nz", "ngf", "nc", "image_size")  # config.json: exactly the Generator's
@@ -188,9 +189,9 @@ def model_card(repo_id, config, checkpoint, has_loss_curve):
     lines += [f"# DCGAN generator: {repo_id}", "",
               f"The generator of the PyTorch \"DCGAN faces\" tutorial ({size}x{size} px, "
               f"{config['nc']} channels, a latent vector of {config['nz']}), trained with "
-              "[dcgan.py](https://pytorch.org/tutorials/beginner/dcgan_faces_tutorial.html)'s "
-              "program. Its input is noise of shape `(N, nz, 1, 1)`; its output images are in "
-              "[-1, 1].", "", "![64 samples](samples.png)", "",
+              "dcgan.py, a training program that reproduces the "
+              "[tutorial](https://pytorch.org/tutorials/beginner/dcgan_faces_tutorial.html). "
+              "Its input is noise of shape `(N, nz, 1, 1)`; its output images are in [-1, 1].", "", "![64 samples](samples.png)", "",
               f"*64 samples from seed {SAMPLES_SEED}.*", "", "## Sample it", "",
               "With this program:", "", "```bash",
               f"python dcgan.py generate --checkpoint hf://{repo_id} --num-samples 64", "```", "",
@@ -234,14 +235,16 @@ def training_section(checkpoint, has_loss_curve):
     if checkpoint is None:
         return ["## Training", "", "Pushed from bare generator weights (netG.pt): the run's "
                 "configuration and measurements were not kept with them.", ""]
-    run = checkpoint["config"]
+    # the data folder's name only: a card is public, the machine's paths are not its business
+    run = dict(checkpoint["config"], dataroot=os.path.basename(os.path.normpath(
+        checkpoint["config"].get("dataroot", ""))))
     keys = ("dataroot", "num_epochs", "batch_size", "lr", "lr_d", "lr_g", "beta1", "loss",
             "ema", "diffaug", "spectral_norm", "amp", "channels_last", "compile", "seed")
     lines = ["## Training", "", "| setting | value |", "| --- | --- |"]
-    lines += [f"| `{key}` | {run[key]} |" for key in keys if key in run]
-    hours = checkpoint.get("elapsed", 0) / 3600
+    lines += [f"| `{key}` | {run[key]} |" for key in keys if run.get(key) is not None]
     lines += ["", f"{checkpoint['iteration']:,} iterations ({checkpoint['epoch']} whole epochs of "
-              f"{checkpoint['batches_per_epoch']} batches) in {hours:.2f} h of training, on "
+              f"{checkpoint['batches_per_epoch']} batches) in "
+              f"{duration_text(checkpoint.get('elapsed', 0))} of training, on "
               f"{checkpoint['world_size']} process(es); the generator above is "
               f"{'the EMA of G' if checkpoint.get('ema') else 'G'}.", ""]
     if has_loss_curve:
@@ -252,7 +255,7 @@ def training_section(checkpoint, has_loss_curve):
         samples = run.get("eval_samples")
         lines += ["## Measurements", "",
                   f"At iteration {last['iteration']}, against "
-                  f"{'held-out images (' + run['eval_dataroot'] + ')' if run.get('eval_dataroot') else 'training images'}, "
+                  f"{'held-out images' if run.get('eval_dataroot') else 'training images'}, "
                   "each beside its real-vs-real floor:", "", "| metric | value | floor | settings |",
                   "| --- | ---: | ---: | --- |"]
         if "swd_avg" in last:

@@ -46,7 +46,7 @@ def png_files(folder):
 
 
 def test_push_sends_one_commit_that_rebuilds_the_generator_and_samples_as_the_checkpoint(
-        hub, finished_run, tmp_path, capsys):
+        hub, finished_run, faces, tmp_path, capsys):
     checkpoint, out = pushed_run(finished_run, hub, capsys)
     model = hub.models["alice/faces"]
     names = ["README.md", "config.json", "loss_curve.png", "model.safetensors", "samples.png"]
@@ -69,6 +69,7 @@ def test_push_sends_one_commit_that_rebuilds_the_generator_and_samples_as_the_ch
                            "unconditional-image-generation\n")
     assert "license: other" in card and "non-commercial research" in card
     assert "| SWD x1e3 |" in card and "the EMA of G" in card
+    assert faces not in card and f"| `dataroot` | {os.path.basename(faces)} |" in card  # no path
     # the card's plain PyTorch lines run as they stand, against the Hub, and give G's images
     code = re.search(r"```python\n(.*?)```", card, re.S)[1]
     images = tmp_path / "images.pt"
