@@ -364,9 +364,11 @@ def training_loop(args, process, state, dataloader, stop, deadline, report, boar
     num_batches = len(dataloader)
     total = args.num_epochs * num_batches
     last_iteration = min(total, args.max_iters or total) - 1  # beyond: --max-iters
-    if state.iteration > last_iteration:
+    # beyond: a resume whose earlier processes spent its --max-time trains nothing more
+    if state.iteration > last_iteration or deadline.reached(state.elapsed):
         return process.log(f"Nothing to train: the run already has {state.iteration} "
-                           "iterations; raise --num-epochs or --max-iters to train longer")
+                           "iterations; raise --num-epochs, --max-iters or --max-time to "
+                           "train longer")
     process.log("Starting Training Loop...")
     # For each epoch
     for epoch in range(state.epoch, args.num_epochs):
